@@ -1,0 +1,3 @@
+from bitnet_cli.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Command-line front end (`bitnet`). Heavy imports happen inside command bodies."""
