@@ -1,0 +1,85 @@
+"""`load()`: a model file becomes a `Model` (config, tokenizer, weights, forward pass)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bitnet_cli.config import ModelConfig
+from bitnet_cli.errors import UserError
+from bitnet_cli.kv_cache import KVCache
+
+DEFAULT_CTX = 2048
+PREFILL_CHUNK = 512
+
+
+class Model:
+    """A loaded model: `.config`, `.tokenizer`, `.forward()` over a KV cache, `.logits()`."""
+
+    def __init__(self, path: Path, config: ModelConfig, transformer, tokenizer, model_file, n_ctx: int) -> None:
+        self.path = path
+        self.config = config
+        self.transformer = transformer
+        self.tokenizer = tokenizer
+        self.model_file = model_file  # keeps the memory map alive
+        self.n_ctx = n_ctx
+
+    @property
+    def file_size(self) -> int:
+        return self.path.stat().st_size
+
+    @property
+    def n_params(self) -> int:
+        return sum(int(np.prod(t.shape)) for t in self.model_file.tensors.values())
+
+    def new_cache(self, n_ctx: int | None = None) -> KVCache:
+        return KVCache(self.config, n_ctx or self.n_ctx)
+
+    def forward(self, tokens: list[int], cache: KVCache, *, last_only: bool = True) -> np.ndarray:
+        """Append `tokens` to `cache` in chunks; return logits of the last token (or of all)."""
+        if cache.offset + len(tokens) > cache.n_ctx:
+            raise UserError(
+                f"{cache.offset + len(tokens)} tokens do not fit the context of {cache.n_ctx}",
+                "raise -c/--ctx-size or shorten the prompt",
+            )
+        outs = []
+        for i in range(0, len(tokens), PREFILL_CHUNK):
+            chunk = list(tokens[i : i + PREFILL_CHUNK])
+            last = i + PREFILL_CHUNK >= len(tokens)
+            logits = self.transformer(chunk, cache, last_only=last_only)
+            if not last_only or last:
+                outs.append(logits)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def logits(self, token_ids: list[int]) -> np.ndarray:
+        """float32 logits [len(token_ids), vocab] from one causal pass over an empty cache."""
+        ids = [int(t) for t in token_ids]
+        return self.forward(ids, self.new_cache(max(1, len(ids))), last_only=False)
+
+
+def load(path: str | Path, *, n_ctx: int = 0, threads: int | None = None) -> Model:
+    """Load a GGUF model.
+
+    Args:
+        path: the .gguf file.
+        n_ctx: context size for new caches (0 = the model's training context).
+        threads: kernel threads (None = all cores).
+    """
+    import bitnet_kernels
+    from bitnet_cli.loader import load_weights, open_checked, read_config
+    from bitnet_cli.model import Transformer
+    from bitnet_cli.tokenizer import Tokenizer
+
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"invalid thread count {threads}", "pass -t 1 or more")
+        bitnet_kernels.set_num_threads(min(threads, os.cpu_count() or threads))
+    if n_ctx < 0:
+        raise UserError(f"invalid context size {n_ctx}", "pass -c 0 (the model's) or a positive number")
+    path = Path(path)
+    mf = open_checked(path)
+    config = read_config(mf)
+    tokenizer = Tokenizer.from_metadata(mf.metadata)
+    weights = load_weights(mf, config)
+    return Model(path, config, Transformer(config, weights), tokenizer, mf, n_ctx or config.n_ctx_train)

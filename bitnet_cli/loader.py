@@ -1,0 +1,139 @@
+"""Turn a GGUF model file into ready-to-run weights: the hot path sees only kernel layouts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import bitnet_kernels as K
+from bitnet_cli.config import ModelConfig
+from bitnet_cli.errors import ModelFormatError, UnsupportedModelError, UserError
+from bitnet_cli.model import BitLinear, Layer, Weights
+from bitnet_cli.modelfile import GGMLType, ModelFile, TensorRecord
+
+FLOAT_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
+DENSE_TYPES = FLOAT_TYPES + (GGMLType.Q8_0, GGMLType.Q6_K)
+
+
+def open_checked(path: str | Path) -> ModelFile:
+    """Open a model file, with a clear error when it is missing or not a file."""
+    from bitnet_cli.modelfile import open_model_file
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"no model file at {p}", "pass -m path/to/model.gguf (see `bitnet setup` or `bitnet dummy`)")
+    if not p.is_file():
+        raise UserError(f"{p} is not a file", "pass -m path/to/model.gguf")
+    return open_model_file(p)
+
+
+def _tensor(mf: ModelFile, name: str, required: bool = True) -> TensorRecord | None:
+    rec = mf.tensors.get(name)
+    if rec is None and required:
+        raise ModelFormatError(f"tensor '{name}' is missing from {mf.path}", "the file is not a complete model")
+    return rec
+
+
+def _float_array(mf: ModelFile, rec: TensorRecord) -> np.ndarray:
+    if rec.ggml_type not in FLOAT_TYPES:
+        raise UnsupportedModelError(f"tensor '{rec.name}' has type {rec.ggml_type.name}; expected F32/F16/BF16")
+    a = mf.array(rec.name)
+    if rec.ggml_type == GGMLType.BF16:
+        return (a.astype(np.uint32) << 16).view(np.float32)
+    return a.astype(np.float32)
+
+
+def _ternary(mf: ModelFile, rec: TensorRecord) -> object:
+    """Prepare a projection for the ternary kernels, whatever its stored type."""
+    M, Kdim = rec.shape
+    t = rec.ggml_type
+    if t == GGMLType.I2_S:
+        return K.prepare_i2s(rec.data, M, Kdim)
+    if t in FLOAT_TYPES:
+        # llama-quantize's rule: weights of a BitNet file are already ternary (0 or ±scale).
+        codes, scale = K.ternarize_sign(_float_array(mf, rec).reshape(M, Kdim))
+    elif t in (GGMLType.TQ1_0, GGMLType.TQ2_0, GGMLType.TL1, GGMLType.TL2):
+        codes, scale = _unpack_other(rec)
+    else:
+        raise UnsupportedModelError(
+            f"tensor '{rec.name}' has type {t.name}, which is not a ternary type",
+            "convert the model with `bitnet convert --outtype i2_s`",
+        )
+    return K.prepare_i2s(K.pack_i2s(codes, scale), M, Kdim)
+
+
+def _unpack_other(rec: TensorRecord) -> tuple[np.ndarray, np.float32]:
+    M, Kdim = rec.shape
+    if rec.ggml_type in (GGMLType.TQ1_0, GGMLType.TQ2_0):
+        from gguf.quants import dequantize
+        from gguf import GGMLQuantizationType
+
+        w = dequantize(np.asarray(rec.data), GGMLQuantizationType(int(rec.ggml_type))).reshape(M, Kdim)
+        # Blocks of a ternarized tensor share one scale; all-zero blocks store 0.
+        return K.ternarize_sign(w.astype(np.float32))
+    from bitnet_cli.modelfile import unpack_tl
+
+    return unpack_tl(rec)
+
+
+def _linear(mf: ModelFile, name: str, out_features: int) -> BitLinear:
+    rec = _tensor(mf, f"{name}.weight")
+    if rec.shape[0] != out_features:
+        raise ModelFormatError(f"tensor '{rec.name}' has {rec.shape[0]} rows; expected {out_features}")
+    scale_rec = mf.tensors.get(f"{name}.scale")
+    scale = float(_float_array(mf, scale_rec).reshape(-1)[0]) if scale_rec is not None else None
+    return BitLinear(_ternary(mf, rec), out_features, scale)
+
+
+def _norm(mf: ModelFile, name: str, size: int, required: bool = True) -> np.ndarray | None:
+    rec = _tensor(mf, name, required)
+    if rec is None:
+        return None
+    a = _float_array(mf, rec).reshape(-1)
+    if a.shape[0] != size:
+        raise ModelFormatError(f"tensor '{name}' has {a.shape[0]} values; expected {size}")
+    return np.ascontiguousarray(a)
+
+
+def _dense(mf: ModelFile, rec: TensorRecord, rows: int, cols: int) -> object:
+    if rec.ggml_type not in DENSE_TYPES:
+        raise UnsupportedModelError(
+            f"tensor '{rec.name}' has type {rec.ggml_type.name}; the embedding/head must be F32, F16, BF16, Q8_0 or Q6_K"
+        )
+    if tuple(rec.shape) != (rows, cols):
+        raise ModelFormatError(f"tensor '{rec.name}' has shape {tuple(rec.shape)}; expected {(rows, cols)}")
+    data = mf.array(rec.name) if rec.ggml_type in FLOAT_TYPES else rec.data
+    return K.prepare_dense(data, int(rec.ggml_type), (rows, cols))
+
+
+def load_weights(mf: ModelFile, cfg: ModelConfig) -> Weights:
+    """Read and prepare every tensor the forward pass needs."""
+    H, F = cfg.n_embd, cfg.n_ff
+    q_out, kv_out = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+    layers = []
+    for i in range(cfg.n_layer):
+        b = f"blk.{i}"
+        layers.append(
+            Layer(
+                attn_norm=_norm(mf, f"{b}.attn_norm.weight", H),
+                wq=_linear(mf, f"{b}.attn_q", q_out),
+                wk=_linear(mf, f"{b}.attn_k", kv_out),
+                wv=_linear(mf, f"{b}.attn_v", kv_out),
+                wo=_linear(mf, f"{b}.attn_output", H),
+                attn_sub_norm=_norm(mf, f"{b}.attn_sub_norm.weight", q_out, cfg.sub_norms),
+                ffn_norm=_norm(mf, f"{b}.ffn_norm.weight", H),
+                w_gate=_linear(mf, f"{b}.ffn_gate", F),
+                w_up=_linear(mf, f"{b}.ffn_up", F),
+                w_down=_linear(mf, f"{b}.ffn_down", H),
+                ffn_sub_norm=_norm(mf, f"{b}.ffn_sub_norm.weight", F, cfg.sub_norms),
+            )
+        )
+    embd = _dense(mf, _tensor(mf, "token_embd.weight"), cfg.n_vocab, H)
+    out_rec = mf.tensors.get("output.weight")
+    output = _dense(mf, out_rec, cfg.n_vocab, H) if out_rec is not None else embd
+    return Weights(embd, layers, _norm(mf, "output_norm.weight", H), output)
+
+
+def read_config(mf: ModelFile) -> ModelConfig:
+    embd = _tensor(mf, "token_embd.weight")
+    return ModelConfig.from_metadata(mf.metadata, n_vocab=embd.shape[0])

@@ -1,0 +1,155 @@
+"""The BitNet b1.58 transformer: RMSNorm, ternary BitLinear projections, RoPE, GQA attention.
+
+Each BitLinear quantizes its input per token to int8 (absmax), multiplies with ternary weights in
+exact integer arithmetic, and rescales in fp32. Activations, scales and the KV cache stay fp32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import bitnet_kernels as K
+from bitnet_cli.config import ModelConfig
+from bitnet_cli.kv_cache import KVCache
+
+
+@dataclass
+class BitLinear:
+    """A ternary projection; `scale` multiplies the output (the `bitnet` arch's optional `.scale`)."""
+
+    weight: object  # bitnet_kernels.TernaryWeight
+    out_features: int
+    scale: float | None = None
+
+    def __call__(self, q: np.ndarray, s: np.ndarray) -> np.ndarray:
+        y = K.ternary_linear(self.weight, q, s)  # y: [n, out_features]
+        if self.scale is not None:
+            y *= np.float32(self.scale)
+        return y
+
+
+@dataclass
+class Layer:
+    attn_norm: np.ndarray
+    wq: BitLinear
+    wk: BitLinear
+    wv: BitLinear
+    wo: BitLinear
+    attn_sub_norm: np.ndarray | None
+    ffn_norm: np.ndarray
+    w_gate: BitLinear
+    w_up: BitLinear
+    w_down: BitLinear
+    ffn_sub_norm: np.ndarray | None
+
+
+@dataclass
+class Weights:
+    token_embd: object  # bitnet_kernels.DenseWeight
+    layers: list[Layer]
+    output_norm: np.ndarray
+    output: object  # DenseWeight; the embedding itself when the head is tied
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    # x: [n, d]
+    var = np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float32)
+    return (x * (np.float32(1.0) / np.sqrt(var + np.float32(eps)))) * weight
+
+
+def rope_tables(config: ModelConfig, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cos/sin [n, rope_dim/2] for the given absolute positions."""
+    d = config.rope_dim
+    inv_freq = (1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))).astype(np.float32)
+    angles = positions.astype(np.float32)[:, None] * inv_freq[None, :]
+    return np.cos(angles), np.sin(angles)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, style: str, rope_dim: int) -> np.ndarray:
+    # x: [n, heads, head_dim]; cos, sin: [n, rope_dim/2]
+    c, s = cos[:, None, :], sin[:, None, :]
+    out = x.copy()
+    if style == "neox":  # rotate-half: pairs (i, i + d/2)
+        half = rope_dim // 2
+        a, b = x[..., :half], x[..., half:rope_dim]
+        out[..., :half] = a * c - b * s
+        out[..., half:rope_dim] = b * c + a * s
+    else:  # interleaved pairs (2i, 2i+1)
+        a, b = x[..., 0:rope_dim:2], x[..., 1:rope_dim:2]
+        out[..., 0:rope_dim:2] = a * c - b * s
+        out[..., 1:rope_dim:2] = b * c + a * s
+    return out
+
+
+def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, start: int) -> np.ndarray:
+    """Causal GQA attention of n new queries at positions start.. over all cached keys.
+
+    q: [n, n_head, hd]; keys, values: [n_head_kv, T, hd] with T = start + n. Returns [n, n_head*hd].
+    """
+    n, n_head, hd = q.shape
+    n_kv, T, _ = keys.shape
+    g = n_head // n_kv
+    qh = q.reshape(n, n_kv, g, hd).transpose(1, 2, 0, 3)  # [n_kv, g, n, hd]
+    scores = qh @ keys[:, None].transpose(0, 1, 3, 2)  # [n_kv, g, n, T]
+    scores *= np.float32(1.0 / np.sqrt(hd))
+    if n > 1:
+        future = np.arange(T)[None, :] > (start + np.arange(n))[:, None]  # [n, T]
+        scores[..., future] = -np.inf
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    out = scores @ values[:, None]  # [n_kv, g, n, hd]
+    return out.transpose(2, 0, 1, 3).reshape(n, n_head * hd)
+
+
+class Transformer:
+    """Forward pass over preloaded weights; no file, tokenizer or CLI knowledge."""
+
+    def __init__(self, config: ModelConfig, weights: Weights) -> None:
+        self.config = config
+        self.weights = weights
+
+    def __call__(self, tokens: list[int], cache: KVCache, last_only: bool = True) -> np.ndarray:
+        """Run `tokens` at `cache.offset`, appending their keys/values; returns logits [n or 1, vocab]."""
+        cfg, w = self.config, self.weights
+        start = cache.offset
+        positions = np.arange(start, start + len(tokens))
+        cos, sin = rope_tables(cfg, positions)
+        x = K.embed_rows(w.token_embd, np.asarray(tokens, dtype=np.int64))  # x: [n, n_embd]
+        for i, layer in enumerate(w.layers):
+            x = x + self._attention_block(i, layer, x, cache, start, cos, sin)
+            x = x + self._ffn_block(layer, x)
+        cache.advance(tokens)
+        if last_only:
+            x = x[-1:]
+        x = rms_norm(x, w.output_norm, cfg.norm_eps)
+        return K.dense_linear(w.output, x)  # [n, vocab]
+
+    def _attention_block(self, i: int, layer: Layer, x: np.ndarray, cache: KVCache, start: int,
+                         cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        n = x.shape[0]
+        q8, s = K.quantize_activations(rms_norm(x, layer.attn_norm, cfg.norm_eps))
+        q = layer.wq(q8, s).reshape(n, cfg.n_head, cfg.head_dim)
+        k = layer.wk(q8, s).reshape(n, cfg.n_head_kv, cfg.head_dim)
+        v = layer.wv(q8, s).reshape(n, cfg.n_head_kv, cfg.head_dim)
+        q = apply_rope(q, cos, sin, cfg.rope_style, cfg.rope_dim)
+        k = apply_rope(k, cos, sin, cfg.rope_style, cfg.rope_dim)
+        keys, values = cache.store(i, k, v)
+        a = attention(q, keys, values, start)  # a: [n, n_head*head_dim]
+        if layer.attn_sub_norm is not None:
+            a = rms_norm(a, layer.attn_sub_norm, cfg.norm_eps)
+        return layer.wo(*K.quantize_activations(a))
+
+    def _ffn_block(self, layer: Layer, x: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        q8, s = K.quantize_activations(rms_norm(x, layer.ffn_norm, cfg.norm_eps))
+        gate, up = layer.w_gate(q8, s), layer.w_up(q8, s)  # [n, n_ff]
+        if cfg.ffn_act == "relu2":
+            h = np.square(np.maximum(gate, np.float32(0))) * up
+        else:
+            h = gate / (np.float32(1) + np.exp(-gate)) * up
+        if layer.ffn_sub_norm is not None:
+            h = rms_norm(h, layer.ffn_sub_norm, cfg.norm_eps)
+        return layer.w_down(*K.quantize_activations(h))
