@@ -1,6 +1,7 @@
 """Turn a GGUF model file into ready-to-run weights: the hot path sees only kernel layouts."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import numpy as np
 import bitnet_kernels as K
 from bitnet_cli.config import ModelConfig
 from bitnet_cli.errors import ModelFormatError, UnsupportedModelError, UserError
-from bitnet_cli.model import BitLinear, Layer, Weights
+from bitnet_cli.model import Layer, Weights
 from bitnet_cli.modelfile import GGMLType, ModelFile, TensorRecord
 
 FLOAT_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
@@ -76,13 +77,20 @@ def _unpack_other(rec: TensorRecord) -> tuple[np.ndarray, np.float32]:
     return unpack_tl(rec)
 
 
-def _linear(mf: ModelFile, name: str, out_features: int) -> BitLinear:
-    rec = _tensor(mf, f"{name}.weight")
-    if rec.shape[0] != out_features:
-        raise ModelFormatError(f"tensor '{rec.name}' has {rec.shape[0]} rows; expected {out_features}")
-    scale_rec = mf.tensors.get(f"{name}.scale")
-    scale = float(_float_array(mf, scale_rec).reshape(-1)[0]) if scale_rec is not None else None
-    return BitLinear(_ternary(mf, rec), out_features, scale)
+def _linear(mf: ModelFile, names: list[str], out_features: list[int], in_features: int) -> object:
+    """One ternary weight holding the named projections' rows, in order."""
+    parts = []
+    for name, rows in zip(names, out_features):
+        rec = _tensor(mf, f"{name}.weight")
+        if tuple(rec.shape) != (rows, in_features):
+            raise ModelFormatError(f"tensor '{rec.name}' has shape {tuple(rec.shape)}; expected {(rows, in_features)}")
+        w = _ternary(mf, rec)
+        scale_rec = mf.tensors.get(f"{name}.scale")
+        if scale_rec is not None:  # the `bitnet` arch's optional per-matrix output multiplier
+            extra = _float_array(mf, scale_rec).reshape(-1)[0]
+            w = dataclasses.replace(w, row_scale=w.row_scale * np.float32(extra))
+        parts.append(w)
+    return parts[0] if len(parts) == 1 else K.stack_ternary(parts)
 
 
 def _norm(mf: ModelFile, name: str, size: int, required: bool = True) -> np.ndarray | None:
@@ -116,15 +124,12 @@ def load_weights(mf: ModelFile, cfg: ModelConfig) -> Weights:
         layers.append(
             Layer(
                 attn_norm=_norm(mf, f"{b}.attn_norm.weight", H),
-                wq=_linear(mf, f"{b}.attn_q", q_out),
-                wk=_linear(mf, f"{b}.attn_k", kv_out),
-                wv=_linear(mf, f"{b}.attn_v", kv_out),
-                wo=_linear(mf, f"{b}.attn_output", H),
+                wqkv=_linear(mf, [f"{b}.attn_q", f"{b}.attn_k", f"{b}.attn_v"], [q_out, kv_out, kv_out], H),
+                wo=_linear(mf, [f"{b}.attn_output"], [H], q_out),
                 attn_sub_norm=_norm(mf, f"{b}.attn_sub_norm.weight", q_out, cfg.sub_norms),
                 ffn_norm=_norm(mf, f"{b}.ffn_norm.weight", H),
-                w_gate=_linear(mf, f"{b}.ffn_gate", F),
-                w_up=_linear(mf, f"{b}.ffn_up", F),
-                w_down=_linear(mf, f"{b}.ffn_down", H),
+                w_gate_up=_linear(mf, [f"{b}.ffn_gate", f"{b}.ffn_up"], [F, F], H),
+                w_down=_linear(mf, [f"{b}.ffn_down"], [H], F),
                 ffn_sub_norm=_norm(mf, f"{b}.ffn_sub_norm.weight", F, cfg.sub_norms),
             )
         )

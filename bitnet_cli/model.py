@@ -15,32 +15,16 @@ from bitnet_cli.kv_cache import KVCache
 
 
 @dataclass
-class BitLinear:
-    """A ternary projection; `scale` multiplies the output (the `bitnet` arch's optional `.scale`)."""
-
-    weight: object  # bitnet_kernels.TernaryWeight
-    out_features: int
-    scale: float | None = None
-
-    def __call__(self, q: np.ndarray, s: np.ndarray) -> np.ndarray:
-        y = K.ternary_linear(self.weight, q, s)  # y: [n, out_features]
-        if self.scale is not None:
-            y *= np.float32(self.scale)
-        return y
-
-
-@dataclass
 class Layer:
+    """One block's weights. Q, K, V share one input and run as one stacked matrix; so do gate, up."""
+
     attn_norm: np.ndarray
-    wq: BitLinear
-    wk: BitLinear
-    wv: BitLinear
-    wo: BitLinear
+    wqkv: object  # bitnet_kernels.TernaryWeight: rows of Wq, Wk, Wv
+    wo: object
     attn_sub_norm: np.ndarray | None
     ffn_norm: np.ndarray
-    w_gate: BitLinear
-    w_up: BitLinear
-    w_down: BitLinear
+    w_gate_up: object  # rows of Wgate, Wup
+    w_down: object
     ffn_sub_norm: np.ndarray | None
 
 
@@ -50,12 +34,6 @@ class Weights:
     layers: list[Layer]
     output_norm: np.ndarray
     output: object  # DenseWeight; the embedding itself when the head is tied
-
-
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    # x: [n, d]
-    var = np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float32)
-    return (x * (np.float32(1.0) / np.sqrt(var + np.float32(eps)))) * weight
 
 
 def rope_tables(config: ModelConfig, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,33 +101,36 @@ class Transformer:
         cache.advance(tokens)
         if last_only:
             x = x[-1:]
-        x = rms_norm(x, w.output_norm, cfg.norm_eps)
+        x = K.rms_norm(x, w.output_norm, cfg.norm_eps)
         return K.dense_linear(w.output, x)  # [n, vocab]
 
     def _attention_block(self, i: int, layer: Layer, x: np.ndarray, cache: KVCache, start: int,
                          cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
         cfg = self.config
         n = x.shape[0]
-        q8, s = K.quantize_activations(rms_norm(x, layer.attn_norm, cfg.norm_eps))
-        q = layer.wq(q8, s).reshape(n, cfg.n_head, cfg.head_dim)
-        k = layer.wk(q8, s).reshape(n, cfg.n_head_kv, cfg.head_dim)
-        v = layer.wv(q8, s).reshape(n, cfg.n_head_kv, cfg.head_dim)
+        qkv = K.ternary_linear(layer.wqkv, *K.rms_norm_quantize(x, layer.attn_norm, cfg.norm_eps))
+        nq, nkv = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+        q = qkv[:, :nq].reshape(n, cfg.n_head, cfg.head_dim)
+        k = qkv[:, nq : nq + nkv].reshape(n, cfg.n_head_kv, cfg.head_dim)
+        v = qkv[:, nq + nkv :].reshape(n, cfg.n_head_kv, cfg.head_dim)
         q = apply_rope(q, cos, sin, cfg.rope_style, cfg.rope_dim)
         k = apply_rope(k, cos, sin, cfg.rope_style, cfg.rope_dim)
         keys, values = cache.store(i, k, v)
         a = attention(q, keys, values, start)  # a: [n, n_head*head_dim]
-        if layer.attn_sub_norm is not None:
-            a = rms_norm(a, layer.attn_sub_norm, cfg.norm_eps)
-        return layer.wo(*K.quantize_activations(a))
+        return K.ternary_linear(layer.wo, *self._quantize(a, layer.attn_sub_norm))
 
     def _ffn_block(self, layer: Layer, x: np.ndarray) -> np.ndarray:
         cfg = self.config
-        q8, s = K.quantize_activations(rms_norm(x, layer.ffn_norm, cfg.norm_eps))
-        gate, up = layer.w_gate(q8, s), layer.w_up(q8, s)  # [n, n_ff]
+        gate_up = K.ternary_linear(layer.w_gate_up, *K.rms_norm_quantize(x, layer.ffn_norm, cfg.norm_eps))
+        gate, up = gate_up[:, : cfg.n_ff], gate_up[:, cfg.n_ff :]  # [n, n_ff] each
         if cfg.ffn_act == "relu2":
             h = np.square(np.maximum(gate, np.float32(0))) * up
         else:
             h = gate / (np.float32(1) + np.exp(-gate)) * up
-        if layer.ffn_sub_norm is not None:
-            h = rms_norm(h, layer.ffn_sub_norm, cfg.norm_eps)
-        return layer.w_down(*K.quantize_activations(h))
+        return K.ternary_linear(layer.w_down, *self._quantize(h, layer.ffn_sub_norm))
+
+    def _quantize(self, x: np.ndarray, sub_norm: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """int8 activations for a projection, through the block's sub-norm when it has one."""
+        if sub_norm is None:
+            return K.quantize_activations(x)
+        return K.rms_norm_quantize(x, sub_norm, self.config.norm_eps)

@@ -91,13 +91,15 @@ def apply_penalties(logits: np.ndarray, history: Sequence[int], params: Sampling
     return out
 
 
-def top_k_filter(ids: np.ndarray, logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the k largest candidates (k=0 keeps all), sorted by descending logit."""
-    if 0 < k < logits.shape[0]:
-        part = np.argpartition(-logits, k - 1)[:k]
-        ids, logits = ids[part], logits[part]
-    order = np.argsort(-logits, kind="stable")
-    return ids[order], logits[order]
+def top_k_filter(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and logits of the k largest entries (k=0 keeps all), sorted by descending logit."""
+    v = logits.shape[0]
+    if 0 < k < v:
+        ids = np.argpartition(logits, v - k)[v - k:]  # [k], unordered
+    else:
+        ids = np.arange(v)
+    ids = ids[np.argsort(-logits[ids], kind="stable")]
+    return ids, logits[ids]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -125,6 +127,24 @@ def min_p_filter(ids: np.ndarray, logits: np.ndarray, min_p: float) -> tuple[np.
     return ids[mask], logits[mask]
 
 
+def _nucleus(logits: np.ndarray, p: float) -> np.ndarray:
+    """top-p over the whole vocabulary without sorting all of it: sort only the largest
+    entries, growing their number until they hold at least mass p. Returns sorted ids."""
+    probs = _softmax(logits)  # [vocab] float64
+    v = probs.shape[0]
+    k = 256
+    while k < v:
+        part = np.argpartition(probs, v - k)[v - k:]  # [k]
+        if probs[part].sum() >= p:
+            break
+        k *= 4
+    else:
+        part = np.arange(v)
+    ids = part[np.argsort(-probs[part], kind="stable")]
+    keep = int(np.searchsorted(np.cumsum(probs[ids]), p, side="left")) + 1
+    return ids[: max(1, min(keep, ids.shape[0]))]
+
+
 class _Sampler:
     """Callable turning one row of logits plus the token history into the next token id."""
 
@@ -139,9 +159,15 @@ class _Sampler:
         logits = apply_penalties(logits, history, p)
         if p.greedy:
             return int(np.argmax(logits))
-        ids = np.arange(logits.shape[0], dtype=np.int64)
-        ids, cand = top_k_filter(ids, logits, p.top_k)
-        ids, cand = top_p_filter(ids, cand, p.top_p)
+        v = logits.shape[0]
+        if 0 < p.top_k < v:
+            ids, cand = top_k_filter(logits, p.top_k)
+            ids, cand = top_p_filter(ids, cand, p.top_p)
+        elif p.top_p < 1.0:
+            ids = _nucleus(logits, p.top_p)
+            cand = logits[ids]
+        else:  # order does not matter for the draw: skip the sort
+            ids, cand = np.arange(v), logits
         ids, cand = min_p_filter(ids, cand, p.min_p)
         probs = _softmax(cand / p.temp)  # [n_candidates]
         cdf = np.cumsum(probs)

@@ -1,18 +1,24 @@
 """bitnet_kernels: I2_S packing references and Numba kernels for BitNet b1.58 on CPUs.
 
-The NumPy references (`reference.py`) define the numerics; the Numba kernels match them bit for bit.
+The NumPy references (`reference.py`) define the numerics; the Numba kernels match them bit for
+bit. Kernels that use AVX2 are compiled only on CPUs that have it; a portable path covers the rest.
 """
 from __future__ import annotations
 
+from .dense import DenseWeight, dense_linear, embed_rows, prepare_dense
+from .activations import quantize_activations, rms_norm, rms_norm_quantize
+from .linear import TernaryWeight, prepare_i2s, stack_ternary, ternary_linear
 from .reference import (
     i2s_nbytes,
     pack_i2s,
     quantize_activations_ref,
+    rms_norm_ref,
     ternarize_absmean,
     ternarize_sign,
     ternary_linear_ref,
     unpack_i2s,
 )
+from .threads import get_num_threads, set_num_threads
 
 __all__ = [
     "i2s_nbytes",
@@ -22,4 +28,18 @@ __all__ = [
     "ternarize_sign",
     "quantize_activations_ref",
     "ternary_linear_ref",
+    "rms_norm_ref",
+    "quantize_activations",
+    "rms_norm",
+    "rms_norm_quantize",
+    "TernaryWeight",
+    "prepare_i2s",
+    "stack_ternary",
+    "ternary_linear",
+    "DenseWeight",
+    "prepare_dense",
+    "embed_rows",
+    "dense_linear",
+    "set_num_threads",
+    "get_num_threads",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "ternarize_sign",
     "quantize_activations_ref",
     "ternary_linear_ref",
+    "rms_norm_ref",
 ]
 
 
@@ -134,3 +135,13 @@ def ternary_linear_ref(t: np.ndarray, scale: float, q: np.ndarray, s: np.ndarray
     dot = q.astype(np.int32) @ t.astype(np.int32).T  # [n, M], exact
     y = dot.astype(np.float32) / np.asarray(s, dtype=np.float32)[:, None]
     return (y * np.float32(scale)).astype(np.float32)
+
+
+def rms_norm_ref(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """ggml's RMSNorm times the norm weight: f32 squares summed in order in float64, mean cast to
+    f32, scale = 1 / sqrt(mean + eps) in f32, y = (x * scale) * w in f32. x: f32[n, K] -> f32[n, K]."""
+    x = np.asarray(x, dtype=np.float32)
+    sq = (x * x).astype(np.float64)
+    mean = (np.cumsum(sq, axis=1)[:, -1] / x.shape[1]).astype(np.float32)  # cumsum: sequential order
+    scale = np.float32(1.0) / np.sqrt(mean + np.float32(eps))
+    return (x * scale[:, None]) * np.asarray(w, dtype=np.float32)

@@ -16,7 +16,9 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
 __all__ = [
-    "VecType", "v32i8", "v16i16", "v8i32",
+    "VecType", "v32i8", "v16i16", "v8i32", "v8f32", "load_v8f32", "store_v8f32", "load_f16_v8f32",
+    "load_bf16_v8f32", "load_i8_v8f32", "load_f16_scalar", "zero_v8f32", "splat_v8f32", "fadd", "fmul",
+    "fmadd", "hsum_v8f32", "cvt_v8i32_v8f32",
     "load_v32i8", "load_v16i16", "load_v8i32", "load_bcast128", "store_v8i32", "store_v16i16",
     "store_v32i8", "prefetch", "zero_v32i8", "zero_v16i16", "zero_v8i32", "splat_v32i8",
     "splat_v16i16", "vadd", "vsub", "vand", "vor", "vxor", "srl16", "sll16", "srl_bytes", "sra32",
@@ -26,26 +28,27 @@ __all__ = [
 
 
 class VecType(types.Type):
-    """A 256-bit integer vector: `bits`-wide lanes, `n` of them."""
+    """A 256-bit vector: `n` lanes of `bits`-wide integers (kind "i") or f32 (kind "f")."""
 
-    def __init__(self, bits: int, n: int) -> None:
-        self.bits, self.n = bits, n
-        super().__init__(name=f"v{n}i{bits}")
+    def __init__(self, bits: int, n: int, kind: str = "i") -> None:
+        self.bits, self.n, self.kind = bits, n, kind
+        super().__init__(name=f"v{n}{kind}{bits}")
 
 
 v32i8 = VecType(8, 32)
 v16i16 = VecType(16, 16)
 v8i32 = VecType(32, 8)
+v8f32 = VecType(32, 8, "f")
+
+
+def _llty(vt: VecType) -> ir.VectorType:
+    return ir.VectorType(ir.FloatType() if vt.kind == "f" else ir.IntType(vt.bits), vt.n)
 
 
 @register_model(VecType)
 class _VecModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):  # noqa: ANN001 - Numba's model signature
-        super().__init__(dmm, fe_type, ir.VectorType(ir.IntType(fe_type.bits), fe_type.n))
-
-
-def _llty(vt: VecType) -> ir.VectorType:
-    return ir.VectorType(ir.IntType(vt.bits), vt.n)
+        super().__init__(dmm, fe_type, _llty(fe_type))
 
 
 def _splat(builder: ir.IRBuilder, value: ir.Value, vty: ir.VectorType) -> ir.Value:
@@ -288,7 +291,7 @@ unpackhi8 = _make_unpack(True)
 
 @intrinsic
 def widen_lo16(typingctx, a):  # noqa: ANN001, ANN202
-    """Sign-extend the 16 low... the 16 bytes of the low 128 bits to int16 lanes (vpmovsxbw)."""
+    """Sign-extend the 16 bytes of the low 128 bits to int16 lanes (vpmovsxbw)."""
     if a != v32i8:
         return None
 
@@ -351,3 +354,112 @@ def _make_view(vt: VecType):  # noqa: ANN202
 as_v32i8 = _make_view(v32i8)
 as_v16i16 = _make_view(v16i16)
 as_v8i32 = _make_view(v8i32)
+
+
+# ---- float32 vectors (dense layers: F32 / F16 / BF16 / Q8_0 / Q6_K rows) ---------------------
+
+load_v8f32 = _make_load(v8f32)
+store_v8f32 = _make_store(v8f32)
+zero_v8f32 = _make_zero(v8f32)
+fadd = _make_binop("fadd")
+fmul = _make_binop("fmul")
+
+
+def _make_widen_load(src_bits: int, how: str):  # noqa: ANN202
+    @intrinsic
+    def load(typingctx, arr, off):  # noqa: ANN001, ANN202
+        if not isinstance(arr, types.Array) or not isinstance(off, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+            p = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
+            src = ir.VectorType(ir.IntType(src_bits), 8)
+            v = builder.load(builder.bitcast(p, src.as_pointer()), align=1)
+            f8 = _llty(v8f32)
+            if how == "f16":  # vcvtph2ps (F16C): exact
+                return builder.fpext(builder.bitcast(v, ir.VectorType(ir.HalfType(), 8)), f8)
+            if how == "bf16":  # bf16 is the top half of an f32: exact
+                w = builder.shl(builder.zext(v, ir.VectorType(ir.IntType(32), 8)), _splat(builder, ir.Constant(ir.IntType(32), 16), ir.VectorType(ir.IntType(32), 8)))
+                return builder.bitcast(w, f8)
+            return builder.sitofp(builder.sext(v, ir.VectorType(ir.IntType(32), 8)), f8)  # int8
+
+        return v8f32(arr, off), codegen
+
+    return load
+
+
+load_f16_v8f32 = _make_widen_load(16, "f16")  # 8 f16 (16 bytes) -> 8 f32; needs F16C
+load_bf16_v8f32 = _make_widen_load(16, "bf16")  # 8 bf16 (16 bytes) -> 8 f32
+load_i8_v8f32 = _make_widen_load(8, "i8")  # 8 int8 (8 bytes) -> 8 f32
+
+
+@intrinsic
+def load_f16_scalar(typingctx, arr, off):  # noqa: ANN001, ANN202
+    """One f16 at byte `off` as float32 (exact)."""
+    if not isinstance(arr, types.Array) or not isinstance(off, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        p = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
+        h = builder.load(builder.bitcast(p, ir.HalfType().as_pointer()), align=1)
+        return builder.fpext(h, ir.FloatType())
+
+    return types.float32(arr, off), codegen
+
+
+@intrinsic
+def splat_v8f32(typingctx, x):  # noqa: ANN001, ANN202
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        v = args[0] if args[0].type == ir.FloatType() else builder.fptrunc(args[0], ir.FloatType())
+        return _splat(builder, v, _llty(v8f32))
+
+    return v8f32(x), codegen
+
+
+@intrinsic
+def fmadd(typingctx, a, b, c):  # noqa: ANN001, ANN202
+    """a * b + c, fused (vfmadd)."""
+    if a != v8f32 or b != v8f32 or c != v8f32:
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        return _call(builder, "llvm.fma.v8f32", _llty(v8f32), args)
+
+    return v8f32(a, b, c), codegen
+
+
+@intrinsic
+def hsum_v8f32(typingctx, a):  # noqa: ANN001, ANN202
+    """Sum of 8 f32 lanes in a fixed tree order: ((0+4)+(2+6)) + ((1+5)+(3+7))."""
+    if a != v8f32:
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        v = args[0]
+        u = ir.Constant(_llty(v8f32), ir.Undefined)
+
+        def half(x, idx):  # noqa: ANN001, ANN202
+            return builder.shuffle_vector(x, u, ir.Constant(ir.VectorType(ir.IntType(32), len(idx)), idx))
+
+        s4 = builder.fadd(half(v, [0, 1, 2, 3]), half(v, [4, 5, 6, 7]))
+        u4 = ir.Constant(s4.type, ir.Undefined)
+        s2 = builder.fadd(builder.shuffle_vector(s4, u4, ir.Constant(ir.VectorType(ir.IntType(32), 2), [0, 1])),
+                          builder.shuffle_vector(s4, u4, ir.Constant(ir.VectorType(ir.IntType(32), 2), [2, 3])))
+        i32 = ir.IntType(32)
+        return builder.fadd(builder.extract_element(s2, ir.Constant(i32, 0)), builder.extract_element(s2, ir.Constant(i32, 1)))
+
+    return types.float32(a), codegen
+
+
+@intrinsic
+def cvt_v8i32_v8f32(typingctx, a):  # noqa: ANN001, ANN202
+    if a != v8i32:
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        return builder.sitofp(args[0], _llty(v8f32))
+
+    return v8f32(a), codegen

@@ -70,8 +70,8 @@ def test_sampling_follows_distribution():
 
 
 def test_top_k_keeps_k_largest():
-    ids, lg = top_k_filter(np.arange(5), np.array([1.0, 5.0, 3.0, 4.0, 2.0], np.float32), 2)
-    assert ids.tolist() == [1, 3]
+    ids, lg = top_k_filter(np.array([1.0, 5.0, 3.0, 4.0, 2.0], np.float32), 2)
+    assert ids.tolist() == [1, 3] and lg.tolist() == [5.0, 4.0]
     c = _draws(SamplingParams(temp=1.0, top_k=2, top_p=1.0, min_p=0.0, seed=0),
                np.zeros(10, np.float32) + np.arange(10, dtype=np.float32) * 0.01)
     assert set(c) == {8, 9}
@@ -138,3 +138,17 @@ def test_out_of_range_history_ignored():
     logits = np.ones(3, np.float32)
     out = apply_penalties(logits, [7, -1], SamplingParams(repeat_penalty=2.0))
     assert out.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.99])
+def test_nucleus_without_top_k_matches_full_sort(p):
+    rng = np.random.default_rng(1)
+    logits = (rng.standard_normal(5000) * 2).astype(np.float32)
+    order = np.argsort(-logits, kind="stable")
+    expect, _ = top_p_filter(order, logits[order], p)
+    params = SamplingParams(temp=1.0, top_k=0, top_p=p, min_p=0.0, seed=0)
+    allowed = set(expect.tolist())
+    c = _draws(params, logits, n=300)
+    assert set(c) <= allowed
+    from bitnet_cli.sampling import _nucleus
+    assert _nucleus(logits, p).tolist() == expect.tolist()

@@ -19,6 +19,13 @@ app = typer.Typer(
 # Each module defines `register(app)`; they import only typer at module level.
 COMMANDS = [
     "run",
+    "chat",
+    "serve",
+    "bench",
+    "download",
+    "convert",
+    "setup",
+    "dummy",
 ]
 
 for _name in COMMANDS:

@@ -1,0 +1,244 @@
+"""A whole `bitnet bench` run: which model files (given or dummy), bandwidth, peers, plot.
+
+Dummy models are generated once and cached under `$XDG_CACHE_HOME/bitnet-cli/dummy/`; sizes that
+would not fit this machine's memory or disk are skipped with the reason on stderr.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bitnet_cli.bench import (
+    BenchResult,
+    ModelRunner,
+    Progress,
+    describe_model,
+    format_size,
+    run_tests,
+    make_tests,
+)
+from bitnet_cli.errors import UserError
+
+DUMMY_QUANT_TYPES = ("i2_s", "tl1", "tl2")
+MEM_HEADROOM = 1 << 30  # KV cache, activations, Python: leave 1 GiB besides the weights
+
+
+@dataclass
+class BenchOptions:
+    """Everything `bitnet bench` was asked for (flags already parsed into lists)."""
+
+    models: list[Path] = field(default_factory=list)
+    model_sizes: list[str] = field(default_factory=list)
+    quant_types: list[str] = field(default_factory=lambda: ["i2_s"])
+    n_prompt: list[int] = field(default_factory=lambda: [512])
+    n_gen: list[int] = field(default_factory=lambda: [128])
+    pg: list[tuple[int, int]] = field(default_factory=list)
+    depths: list[int] = field(default_factory=lambda: [0])
+    threads: list[int] = field(default_factory=list)
+    repetitions: int = 5
+    n_batch: int = 512
+    warmup: bool = True
+    delay: float = 0.0
+    verbose: bool = False
+    compare: str | None = None
+    compare_types: list[str] = field(default_factory=lambda: ["tq2_0"])
+
+
+def cache_dir() -> Path:
+    """`$BITNET_CACHE_DIR`, else `$XDG_CACHE_HOME/bitnet-cli`, else ~/.cache/bitnet-cli."""
+    override = os.environ.get("BITNET_CACHE_DIR")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bitnet-cli"
+
+
+def mem_available() -> int:
+    """Bytes of memory available now (MemAvailable on Linux; total physical memory elsewhere)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def fit_problem(nbytes: int, directory: Path, on_disk: bool) -> str | None:
+    """Why a model file of `nbytes` cannot be benchmarked here, or None when it can."""
+    avail = mem_available()
+    if nbytes + MEM_HEADROOM > avail:
+        return f"needs {format_size(nbytes)} of weights in memory, {format_size(avail)} available"
+    if not on_disk:
+        directory.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(directory).free
+        if nbytes + MEM_HEADROOM > free:
+            return f"needs {format_size(nbytes)} on disk, {format_size(free)} free in {directory}"
+    return None
+
+
+def dummy_path(size: str, qtype: str) -> Path:
+    return cache_dir() / "dummy" / f"dummy-{size}-{qtype}.gguf"
+
+
+def resolve_dummies(sizes: Sequence[str], qtypes: Sequence[str], progress: Progress) -> list[Path]:
+    """Dummy model files for every size × quant type, generated when not cached; skips what won't fit."""
+    from bitnet_cli import dummy
+
+    presets = dummy_presets()
+    paths = []
+    for size in sizes:
+        if size not in presets:
+            raise UserError(f"unknown model size '{size}'", f"choose from {', '.join(presets)}")
+        for qtype in qtypes:
+            if qtype not in DUMMY_QUANT_TYPES:
+                raise UserError(f"unknown quant type '{qtype}'", f"choose from {', '.join(DUMMY_QUANT_TYPES)}")
+            path = dummy_path(size, qtype)
+            nbytes = path.stat().st_size if path.exists() else dummy_nbytes(size, qtype)
+            problem = fit_problem(nbytes, path.parent, path.exists())
+            if problem:
+                progress(f"skipping {size} {qtype}: {problem}")
+                continue
+            if not path.exists():
+                progress(f"generating dummy {size} {qtype} model ({format_size(nbytes)}) in {path}")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                dummy.write_dummy_model(path, size, qtype, 0)
+            paths.append(path)
+    return paths
+
+
+def dummy_presets() -> list[str]:
+    """The size names the dummy generator knows."""
+    from bitnet_cli import dummy
+
+    presets = getattr(dummy, "PRESETS", None) or getattr(dummy, "SIZES", None)
+    return list(presets) if presets else []
+
+
+def dummy_nbytes(size: str, qtype: str) -> int:
+    """An estimate of a dummy model's file size (the generator's when it gives one)."""
+    from bitnet_cli import dummy
+
+    for name in ("dummy_nbytes", "estimate_nbytes", "model_nbytes"):
+        fn = getattr(dummy, name, None)
+        if fn is not None:
+            return int(fn(size, qtype))
+    p = dummy.PRESETS[size]
+    get = (lambda k, d=None: p.get(k, d)) if isinstance(p, dict) else (lambda k, d=None: getattr(p, k, d))
+    hidden, ff, layers = int(get("hidden")), int(get("intermediate", get("n_ff"))), int(get("layers", get("n_layer")))
+    heads = int(get("heads", get("n_head")))
+    kv = int(get("kv_heads", get("n_head_kv", heads)))
+    vocab = int(get("vocab", get("n_vocab", 32002)))
+    kv_dim = hidden // heads * kv
+    ternary = layers * (hidden * (2 * hidden + 2 * kv_dim) + 3 * hidden * ff)
+    return ternary // 4 + vocab * hidden * 2  # 2 bits per weight; F16 embedding (tied head)
+
+
+def run_suite(opts: BenchOptions, progress: Progress) -> list[BenchResult]:
+    """Benchmark every model (ours, then the peer on the same weights) at every thread count."""
+    import bitnet_cli
+
+    models = list(opts.models)
+    if opts.model_sizes:
+        models += resolve_dummies(opts.model_sizes, opts.quant_types, progress)
+    if not models:
+        raise UserError("no model to benchmark", "pass -m MODEL.gguf or --model-size 125M,2B-4T")
+    tests = make_tests(opts.n_prompt, opts.n_gen, opts.pg, opts.depths)
+    if not tests:
+        raise UserError("no test to run", "give -p, -n or -pg a value above 0")
+    bandwidth = measure_bandwidth(opts.threads, progress) if opts.verbose else None
+    n_ctx = max(t.n_depth + t.n_tokens for t in tests)
+    results: list[BenchResult] = []
+    for path in models:
+        progress(f"loading {path}")
+        model = bitnet_cli.load(path, n_ctx=n_ctx, threads=opts.threads[0])
+        runner = ModelRunner(model, describe_model(model), opts.n_batch)
+        results += run_tests(runner, tests, opts.threads, repetitions=opts.repetitions, warmup=opts.warmup,
+                             delay=opts.delay, bandwidth=bandwidth, progress=progress)
+        source = runner.info
+        del model, runner  # release the weights before the peer loads its copy
+        if opts.compare:
+            results += _run_peers(path, source, tests, opts, n_ctx, bandwidth, progress)
+    return results
+
+
+def _run_peers(path: Path, source, tests, opts: BenchOptions, n_ctx: int,  # noqa: ANN001
+               bandwidth: dict[int, float] | None, progress: Progress) -> list[BenchResult]:
+    from bitnet_cli.bench_llamacpp import LlamaCppRunner, peer_path, require_llama_cpp, write_peer_model
+
+    require_llama_cpp()
+    results = []
+    for qtype in opts.compare_types:
+        dst = peer_path(path, qtype, cache_dir() / "peer")
+        if not dst.exists():
+            problem = fit_problem(path.stat().st_size * (8 if qtype == "f16" else 1), dst.parent, False)
+            if problem:
+                progress(f"skipping llama.cpp {qtype} for {path.name}: {problem}")
+                continue
+            progress(f"writing {qtype.upper()} copy for llama.cpp: {dst}")
+            write_peer_model(path, dst, qtype)
+        progress(f"loading {dst} in llama.cpp")
+        runner = LlamaCppRunner(dst, qtype, source, n_ctx, opts.threads[0], opts.n_batch)
+        results += run_tests(runner, tests, opts.threads, repetitions=opts.repetitions, warmup=opts.warmup,
+                             delay=opts.delay, bandwidth=bandwidth, progress=progress)
+        del runner
+    return results
+
+
+def measure_bandwidth(threads: Sequence[int], progress: Progress) -> dict[int, float]:
+    from bitnet_cli import membw
+
+    bw = membw.measure(list(threads))
+    for t, b in bw.items():
+        progress(f"DRAM read bandwidth, {t} thread(s): {b / 1e9:.1f} GB/s")
+    return bw
+
+
+def effective_threads(requested: Sequence[int], progress: Progress) -> list[int]:
+    """Thread counts clamped to this machine's cores (what the kernels really run), in order, once each."""
+    cores = os.cpu_count() or 1
+    out: list[int] = []
+    for t in requested or [cores]:
+        if t < 1:
+            raise UserError(f"invalid thread count {t}", "pass -t 1 or more")
+        if t > cores:
+            progress(f"-t {t}: this machine has {cores} cores; running {cores} threads")
+            t = cores
+        if t not in out:
+            out.append(t)
+    return out
+
+
+def plot(results: Sequence[BenchResult], out: Path) -> None:
+    """tokens/s against model size, one line per backend/type/threads/test (like bitnet.cpp's README)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("--plot needs matplotlib", "pip install 'bitnet-cli[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for r in results:
+        qdesc = r.model.model_type.split(" ", 2)[-1].split(" ")[0]
+        key = f"{r.model.backend} {qdesc}, {r.n_threads}t, {r.test.name}"
+        series.setdefault(key, []).append((r.model.n_params, r.avg_ts, r.stddev_ts))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for key, pts in series.items():
+        pts.sort()
+        ax.errorbar([p[0] / 1e9 for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                    marker="o", capsize=3, label=key)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters (billions)")
+    ax.set_ylabel("tokens/s")
+    ax.set_title("bitnet bench")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    tmp = out.with_name(out.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, out)

@@ -1,0 +1,257 @@
+"""`bitnet setup`: download → convert → tune/warm the kernels, each step logged and skippable.
+
+Mirrors bitnet.cpp's setup_env.py (bitnet-cpp.md §2.1) without a compiler: the model goes to
+`<model-dir>/<repo name>/ggml-model-<quant>.gguf`, each step writes `<log-dir>/<step>.log`,
+and a step whose result is already there is skipped, so re-running is cheap.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bitnet_cli.errors import BitnetError, UserError
+
+StatusFn = Callable[[str], None]
+
+
+def cpu_arch() -> str:
+    """setup_env.py's aliasing: x86_64 or arm64."""
+    m = platform.machine()
+    if m in ("AMD64", "x86", "x86_64", "i686"):
+        return "x86_64"
+    if m in ("aarch64", "arm64", "ARM64"):
+        return "arm64"
+    return m.lower()
+
+
+def quant_choices() -> list[str]:
+    """The quant types this CPU's kernels run natively: i2_s, plus TL1 on ARM, TL2 on x86."""
+    arch = cpu_arch()
+    return ["i2_s", "tl1"] if arch == "arm64" else (["i2_s", "tl2"] if arch == "x86_64" else ["i2_s"])
+
+
+@dataclass
+class SetupPlan:
+    """What `bitnet setup` was asked to do."""
+
+    hf_repo: str | None = None
+    model_dir: Path = Path("models")
+    model: Path | None = None  # an existing GGUF: only tune/warm
+    quant_type: str = "i2_s"
+    quant_embd: str | None = None
+    use_pretuned: bool = False
+    log_dir: Path = Path("logs")
+    revision: str | None = None
+    threads: int | None = None
+    source: Path | None = field(default=None, init=False)  # the checkpoint folder, once known
+
+    @property
+    def target_dir(self) -> Path:
+        if self.hf_repo:
+            return self.model_dir / self.hf_repo.split("/")[-1]
+        return self.model_dir
+
+    @property
+    def output(self) -> Path:
+        return self.model if self.model else self.target_dir / f"ggml-model-{self.quant_type}.gguf"
+
+
+@contextmanager
+def _step_log(log_dir: Path, step: str) -> Iterator[logging.Logger]:
+    """A logger writing `<log_dir>/<step>.log` (fresh each run); the traceback goes there on failure."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(f"bitnet.setup.{step}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = logging.FileHandler(log_dir / f"{step}.log", mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    try:
+        yield logger
+    except BaseException as e:
+        logger.error("FAILED: %s\n%s", e, traceback.format_exc())
+        raise
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _valid_gguf(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        from bitnet_cli.modelfile import open_model_file
+
+        open_model_file(path)
+        return True
+    except BitnetError:
+        return False
+
+
+def step_download(plan: SetupPlan, log: logging.Logger) -> str:
+    from bitnet_cli import hub
+
+    info = hub.lookup(plan.hf_repo or "")
+    if info is None:
+        log.info("%s is not in the registry; trying it anyway", plan.hf_repo)
+    elif info.kind == "embedding":
+        raise UserError(f"{info.repo_id} is {info.note}", "pick a text-generation repo (`bitnet download --list`)")
+    folder = hub.download(plan.hf_repo or "", revision=plan.revision)
+    log.info("snapshot: %s", folder)
+    prebuilt = (info is not None and info.kind == "gguf") or (
+        not (folder / "config.json").exists() and hub.find_gguf(folder) is not None)
+    if prebuilt:
+        gguf = hub.find_gguf(folder, plan.quant_type)
+        if gguf is None:
+            raise UserError(f"no .gguf file in {plan.hf_repo}", "check the repo or convert a checkpoint repo instead")
+        plan.source = gguf
+    else:
+        plan.source = folder
+    return str(folder)
+
+
+def step_convert(plan: SetupPlan, log: logging.Logger) -> str:
+    out = plan.output
+    src = plan.source
+    if src is None:
+        raise UserError("nothing to convert", "pass -hr REPO, or -md DIR with a HF checkpoint, or -m MODEL.gguf")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if src.suffix == ".gguf":
+        # A prebuilt file: place it under the model dir (hard link when possible, else a copy).
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src.resolve(), tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, out)
+        log.info("linked %s -> %s", src, out)
+        return str(out)
+    from bitnet_cli.convert import convert_checkpoint
+
+    def progress(done: int, total: int, name: str) -> None:
+        log.info("%-40s %6.1f%%", name, 100.0 * done / max(total, 1))
+
+    t0 = time.perf_counter()
+    log.info("convert %s -> %s (outtype %s, embedding %s)", src, out, plan.quant_type, plan.quant_embd or "default")
+    convert_checkpoint(src, out, plan.quant_type, plan.quant_embd, progress)
+    log.info("done in %.1f s", time.perf_counter() - t0)
+    return str(out)
+
+
+def step_tune(plan: SetupPlan, log: logging.Logger) -> str:
+    """Tune (unless --use-pretuned) and warm the kernels for this model, so runs start hot."""
+    import bitnet_kernels
+
+    tune_mod = _optional_module("bitnet_kernels.tune")
+    detail = "warmed"
+    if tune_mod is not None and hasattr(tune_mod, "tune") and not plan.use_pretuned:
+        result = _call_flexibly(tune_mod.tune, model=str(plan.output), threads=plan.threads)
+        log.info("tune: %s", result)
+        detail = "tuned and warmed"
+    elif plan.use_pretuned:
+        log.info("using the shipped tuning presets")
+        detail = "pretuned presets, warmed"
+    warm = getattr(tune_mod, "warmup", None) or getattr(bitnet_kernels, "warmup", None)
+    if warm is not None:
+        log.info("warmup: %s", _call_flexibly(warm, model=str(plan.output), threads=plan.threads))
+    # One short forward compiles and caches every kernel this model uses.
+    from bitnet_cli import load
+
+    t0 = time.perf_counter()
+    model = load(plan.output, n_ctx=16, threads=plan.threads)
+    model.logits([model.tokenizer.bos_id if model.tokenizer.bos_id is not None else 0] * 2)
+    log.info("model forward warm-up: %.1f s", time.perf_counter() - t0)
+    _write_stamp(plan, detail)
+    return detail
+
+
+def _optional_module(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _call_flexibly(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call with the keyword arguments `fn` accepts (the tuning API is shared with `bench`)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn()
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return fn(**kwargs)
+    return fn(**{k: v for k, v in kwargs.items() if k in params})
+
+
+def _stamp_path(plan: SetupPlan) -> Path:
+    return plan.log_dir / "tune.done.json"
+
+
+def _stamp(plan: SetupPlan) -> dict[str, Any]:
+    st = plan.output.stat()
+    return {"model": str(plan.output.resolve()), "size": st.st_size, "mtime": int(st.st_mtime),
+            "cpu": platform.processor() or platform.machine(), "pretuned": plan.use_pretuned}
+
+
+def _write_stamp(plan: SetupPlan, detail: str) -> None:
+    _stamp_path(plan).write_text(json.dumps({**_stamp(plan), "detail": detail}, indent=1))
+
+
+def _tuned(plan: SetupPlan) -> bool:
+    try:
+        saved = json.loads(_stamp_path(plan).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return plan.output.is_file() and all(saved.get(k) == v for k, v in _stamp(plan).items())
+
+
+def run_setup(plan: SetupPlan, status: StatusFn) -> Path:
+    """Run the pipeline, skipping finished steps; returns the model file."""
+    if plan.quant_type not in ("i2_s", "tl1", "tl2"):
+        raise UserError(f"unknown quant type '{plan.quant_type}'", "choose i2_s, tl1 or tl2")
+    steps: list[tuple[str, Callable[[SetupPlan, logging.Logger], str], Callable[[], bool], str]] = []
+    if plan.model is None:
+        if plan.hf_repo:
+            # Nothing to fetch when the converted model is already in place.
+            steps.append(("download", step_download, lambda: _valid_gguf(plan.output), plan.hf_repo))
+        else:
+            plan.source = plan.model_dir
+            if not (plan.model_dir / "config.json").is_file():
+                raise UserError(f"no HF checkpoint (config.json) in {plan.model_dir}",
+                                "pass -hr REPO to download one, or -m MODEL.gguf for a converted model")
+        steps.append(("convert", step_convert, lambda: _valid_gguf(plan.output), f"→ {plan.output}"))
+    elif not plan.model.is_file():
+        raise UserError(f"no model file at {plan.model}", "pass -m path/to/model.gguf")
+    steps.append(("tune", step_tune, lambda: _tuned(plan), "kernels for this CPU"))
+    for i, (name, fn, done, what) in enumerate(steps, 1):
+        head = f"[{i}/{len(steps)}] {name:<8} {what}"
+        if done():
+            status(f"{head} … already done, skipped")
+            continue
+        t0 = time.perf_counter()
+        try:
+            with _step_log(plan.log_dir, name) as log:
+                detail = fn(plan, log)
+        except BitnetError as e:
+            e.hint = f"{e.hint + '; ' if e.hint else ''}details in {plan.log_dir / (name + '.log')}"
+            raise
+        except Exception as e:  # noqa: BLE001 - a failed step names its log
+            raise UserError(f"{name} failed: {type(e).__name__}: {e}",
+                            f"details in {plan.log_dir / (name + '.log')}") from e
+        status(f"{head} … done in {time.perf_counter() - t0:.1f} s ({detail})")
+    return plan.output

@@ -1,0 +1,189 @@
+"""Dense matrix-vector kernels (embedding / LM head) for AVX2 + FMA + F16C.
+
+Rows are read from the file's bytes as they are (F16 through vcvtph2ps, BF16 by a shift, Q8_0 and
+Q6_K decoded in registers) and multiplied with f32 activations in f32 FMA accumulators; a
+prefetch `pf` bytes ahead keeps the stream from DRAM going. The summation order is fixed, so
+results do not depend on the thread count. Only import this module on CPUs with AVX2/FMA/F16C.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._jit import kernel
+from .dense_decode import BF16, F16, F32, Q8_0
+from .simd import (
+    as_v32i8, fadd, fmadd, fmul, hsum_v8f32, load_bf16_v8f32, load_f16_scalar, load_f16_v8f32,
+    load_i8_v8f32, load_v8f32, load_v32i8, prefetch, sll16, splat_v8f32, splat_v32i8, srl16,
+    store_v32i8, vand, vor, vsub, zero_v8f32,
+)
+
+
+@kernel()
+def _dot_f16(W, wo, x, K, pf):  # noqa: ANN001, ANN202
+    a0 = zero_v8f32()
+    a1 = zero_v8f32()
+    a2 = zero_v8f32()
+    a3 = zero_v8f32()
+    for k in range(0, K, 32):  # 64 bytes of weights: one cache line
+        o = wo + 2 * k
+        prefetch(W, o + pf)
+        a0 = fmadd(load_f16_v8f32(W, o), load_v8f32(x, 4 * k), a0)
+        a1 = fmadd(load_f16_v8f32(W, o + 16), load_v8f32(x, 4 * k + 32), a1)
+        a2 = fmadd(load_f16_v8f32(W, o + 32), load_v8f32(x, 4 * k + 64), a2)
+        a3 = fmadd(load_f16_v8f32(W, o + 48), load_v8f32(x, 4 * k + 96), a3)
+    return hsum_v8f32(fadd(fadd(a0, a1), fadd(a2, a3)))
+
+
+@kernel()
+def _dot_bf16(W, wo, x, K, pf):  # noqa: ANN001, ANN202
+    a0 = zero_v8f32()
+    a1 = zero_v8f32()
+    a2 = zero_v8f32()
+    a3 = zero_v8f32()
+    for k in range(0, K, 32):
+        o = wo + 2 * k
+        prefetch(W, o + pf)
+        a0 = fmadd(load_bf16_v8f32(W, o), load_v8f32(x, 4 * k), a0)
+        a1 = fmadd(load_bf16_v8f32(W, o + 16), load_v8f32(x, 4 * k + 32), a1)
+        a2 = fmadd(load_bf16_v8f32(W, o + 32), load_v8f32(x, 4 * k + 64), a2)
+        a3 = fmadd(load_bf16_v8f32(W, o + 48), load_v8f32(x, 4 * k + 96), a3)
+    return hsum_v8f32(fadd(fadd(a0, a1), fadd(a2, a3)))
+
+
+@kernel()
+def _dot_f32(W, wo, x, K, pf):  # noqa: ANN001, ANN202
+    a0 = zero_v8f32()
+    a1 = zero_v8f32()
+    a2 = zero_v8f32()
+    a3 = zero_v8f32()
+    for k in range(0, K, 32):  # 128 bytes: two cache lines
+        o = wo + 4 * k
+        prefetch(W, o + pf)
+        prefetch(W, o + pf + 64)
+        a0 = fmadd(load_v8f32(W, o), load_v8f32(x, 4 * k), a0)
+        a1 = fmadd(load_v8f32(W, o + 32), load_v8f32(x, 4 * k + 32), a1)
+        a2 = fmadd(load_v8f32(W, o + 64), load_v8f32(x, 4 * k + 64), a2)
+        a3 = fmadd(load_v8f32(W, o + 96), load_v8f32(x, 4 * k + 96), a3)
+    return hsum_v8f32(fadd(fadd(a0, a1), fadd(a2, a3)))
+
+
+@kernel()
+def _dot_q8_0(W, wo, x, K, pf):  # noqa: ANN001, ANN202
+    a0 = zero_v8f32()
+    a1 = zero_v8f32()
+    for b in range(K // 32):  # block: f16 d, 32 x int8 (34 bytes)
+        o = wo + 34 * b
+        prefetch(W, o + pf)
+        xo = 128 * b
+        t = fmul(load_i8_v8f32(W, o + 2), load_v8f32(x, xo))
+        t = fmadd(load_i8_v8f32(W, o + 10), load_v8f32(x, xo + 32), t)
+        t = fmadd(load_i8_v8f32(W, o + 18), load_v8f32(x, xo + 64), t)
+        t = fmadd(load_i8_v8f32(W, o + 26), load_v8f32(x, xo + 96), t)
+        if b & 1:
+            a1 = fmadd(splat_v8f32(load_f16_scalar(W, o)), t, a1)
+        else:
+            a0 = fmadd(splat_v8f32(load_f16_scalar(W, o)), t, a0)
+    return hsum_v8f32(fadd(a0, a1))
+
+
+@kernel()
+def _dot_q6_k(W, wo, x, K, pf, qbuf):  # noqa: ANN001, ANN202
+    """Q6_K row: 6-bit codes rebuilt 32 at a time in registers, staged through qbuf (32 bytes)."""
+    m4 = splat_v32i8(0xF)
+    m3 = splat_v32i8(3)
+    c32 = splat_v32i8(32)
+    a0 = zero_v8f32()
+    a1 = zero_v8f32()
+    for b in range(K // 256):  # block: ql[128], qh[64], scales int8[16], f16 d (210 bytes)
+        o = wo + 210 * b
+        prefetch(W, o + pf)
+        prefetch(W, o + pf + 64)
+        prefetch(W, o + pf + 128)
+        d = load_f16_scalar(W, o + 208)
+        for h in range(2):
+            qa = load_v32i8(W, o + 64 * h)
+            qb = load_v32i8(W, o + 64 * h + 32)
+            qh = load_v32i8(W, o + 128 + 32 * h)
+            for c in range(4):
+                ql = qa if (c & 1) == 0 else qb
+                lo = vand(srl16(ql, 4 * (c >> 1)), m4)
+                hi = sll16(vand(srl16(qh, 2 * c), m3), 4)
+                store_v32i8(qbuf, 0, vsub(vor(lo, hi), c32))
+                j = 128 * h + 32 * c
+                xo = 4 * (256 * b + j)
+                t0 = fmadd(load_i8_v8f32(qbuf, 8), load_v8f32(x, xo + 32), fmul(load_i8_v8f32(qbuf, 0), load_v8f32(x, xo)))
+                t1 = fmadd(load_i8_v8f32(qbuf, 24), load_v8f32(x, xo + 96), fmul(load_i8_v8f32(qbuf, 16), load_v8f32(x, xo + 64)))
+                d0 = d * np.float32(np.int8(W[o + 192 + j // 16]))
+                d1 = d * np.float32(np.int8(W[o + 193 + j // 16]))
+                a0 = fmadd(splat_v8f32(d0), t0, a0)
+                a1 = fmadd(splat_v8f32(d1), t1, a1)
+    return hsum_v8f32(fadd(a0, a1))
+
+
+@kernel()
+def _dot(W, kind, wo, x, pf, qbuf):  # noqa: ANN001, ANN202
+    """One row (bytes at wo) times x[K]; the same order for one token and for many."""
+    K = x.shape[0]
+    if kind == F16:
+        return _dot_f16(W, wo, x, K, pf)
+    if kind == BF16:
+        return _dot_bf16(W, wo, x, K, pf)
+    if kind == F32:
+        return _dot_f32(W, wo, x, K, pf)
+    if kind == Q8_0:
+        return _dot_q8_0(W, wo, x, K, pf)
+    return _dot_q6_k(W, wo, x, K, pf, qbuf)
+
+
+@kernel()
+def _gemv_rows(W, kind, x, y, r0, r1, pf):  # noqa: ANN001, ANN202
+    rb = W.shape[1]
+    flat = W.reshape(-1)  # byte offsets below are from the start of the matrix
+    qbuf = np.empty(32, np.int8)
+    for r in range(r0, r1):
+        y[r] = _dot(flat, kind, r * rb, x, pf, qbuf)
+
+
+@kernel(parallel=True)
+def gemv_par(W, kind, x, y, nchunks, pf):  # noqa: ANN001, ANN201
+    """y[M] = W[M, K] x[K] (W as bytes [M, row_bytes]) over row chunks in one parallel region."""
+    M = W.shape[0]
+    per = (M + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        r0 = min(M, c * per)
+        _gemv_rows(W, kind, x, y, r0, min(M, r0 + per), pf)
+
+
+@kernel()
+def gemv_serial(W, kind, x, y, pf):  # noqa: ANN001, ANN201
+    _gemv_rows(W, kind, x, y, 0, W.shape[0], pf)
+
+
+@kernel()
+def _gemm_rows(W, kind, X, Y, r0, r1, tok_block):  # noqa: ANN001, ANN202
+    # Row-outer, token-inner: the row stays in L1 while every token reads it, and each output
+    # is the exact one-token dot, so logits do not depend on how many tokens share the call.
+    n = X.shape[0]
+    rb = W.shape[1]
+    flat = W.reshape(-1)
+    qbuf = np.empty(32, np.int8)
+    for t0 in range(0, n, tok_block):
+        for r in range(r0, r1):
+            for i in range(t0, min(n, t0 + tok_block)):
+                Y[i, r] = _dot(flat, kind, r * rb, X[i], 0, qbuf)
+
+
+@kernel(parallel=True)
+def gemm_par(W, kind, X, Y, nchunks, tok_block):  # noqa: ANN001, ANN201
+    """Y[n, M] = X[n, K] W[M, K]^T over row chunks in one parallel region."""
+    M = W.shape[0]
+    per = (M + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        r0 = min(M, c * per)
+        _gemm_rows(W, kind, X, Y, r0, min(M, r0 + per), tok_block)
+
+
+@kernel()
+def gemm_serial(W, kind, X, Y, tok_block):  # noqa: ANN001, ANN201
+    _gemm_rows(W, kind, X, Y, 0, W.shape[0], tok_block)

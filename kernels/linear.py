@@ -1,0 +1,157 @@
+"""Ternary (I2_S) linear layers: runtime layout, kernel selection, and the public calls.
+
+On AVX2 CPUs the runtime layout *is* the file's canonical I2_S bytes (a zero-copy view of the
+memory map, no load-time cost); elsewhere the rows are repacked once into the portable w16 layout.
+`BITNET_KERNELS=portable` forces the portable kernels (the tests run both).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from . import params as P
+from ._jit import kernel_isa
+from .reference import I2S_BLOCK, i2s_nbytes
+from .threads import get_num_threads
+from .tune import ensure_loaded
+
+__all__ = ["TernaryWeight", "prepare_i2s", "ternary_linear", "stack_ternary"]
+
+
+@dataclass(eq=False)
+class TernaryWeight:
+    """A ternary matrix ready for `ternary_linear`.
+
+    Attributes:
+        M, K: output and input size (numpy order, weight is [M, K]).
+        scale: the per-tensor scale (of the first part when stacked).
+        row_scale: f32[M] scale of each output row (stacking keeps each part's scale).
+        data: AVX2: uint8[M*K/4] canonical I2_S bytes; portable: uint16[M, K/8] w16 words.
+        isa: "avx2" or "portable".
+        quant: parameter-table key, "i2_s".
+    """
+
+    M: int
+    K: int
+    scale: np.float32
+    row_scale: np.ndarray
+    data: np.ndarray
+    isa: str
+    quant: str = "i2_s"
+    parts: tuple[int, ...] = field(default=())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes streamed per call (weights and row scales)."""
+        return int(self.data.nbytes + self.row_scale.nbytes)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    # One Numba specialization for mapped (read-only) and in-memory weights alike.
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+def prepare_i2s(raw: np.ndarray, M: int, K: int, *, isa: str | None = None) -> TernaryWeight:
+    """Wrap canonical I2_S bytes (`M*K/4 + 32`, scale in the tail) for the kernels.
+
+    Args:
+        raw: the tensor's bytes, e.g. a memory-mapped `TensorRecord.data`.
+        M, K: weight shape (rows, columns); K must be a multiple of 128.
+        isa: force "avx2" or "portable" (default: the best this CPU runs).
+    """
+    if K % I2S_BLOCK or M <= 0:
+        raise ValueError(f"I2_S needs K to be a multiple of {I2S_BLOCK}, got {M}x{K}")
+    raw = np.asarray(raw).reshape(-1).view(np.uint8)
+    n = M * K // 4
+    if raw.size < i2s_nbytes(M, K) - 28:
+        raise ValueError(f"I2_S data for {M}x{K} needs {i2s_nbytes(M, K)} bytes, got {raw.size}")
+    scale = np.float32(raw[n : n + 4].copy().view("<f4")[0])
+    isa = isa or kernel_isa()
+    ensure_loaded()
+    if isa == "avx2":
+        data = _readonly(raw[:n])
+    else:
+        from .i2s_portable import repack_w16
+
+        data = _readonly(repack_w16(raw, M, K))
+    row_scale = _readonly(np.full(M, scale, np.float32))
+    return TernaryWeight(M, K, scale, row_scale, data, isa, parts=(M,))
+
+
+def stack_ternary(weights: list[TernaryWeight]) -> TernaryWeight:
+    """One weight holding several [M_i, K] matrices (e.g. Q, K, V) row after row.
+
+    One call then computes all of them in one parallel region; each part keeps its own scale.
+    The output columns are the parts' outputs side by side. Copies the weights once.
+    """
+    K, isa = weights[0].K, weights[0].isa
+    if any(w.K != K or w.isa != isa for w in weights):
+        raise ValueError("stack_ternary: all parts need the same K and layout")
+    data = np.concatenate([np.asarray(w.data) for w in weights], axis=0)
+    row_scale = np.concatenate([w.row_scale for w in weights])
+    M = sum(w.M for w in weights)
+    parts = tuple(p for w in weights for p in w.parts)
+    return TernaryWeight(M, K, weights[0].scale, _readonly(row_scale), _readonly(data), isa, parts=parts)
+
+
+def _sync_threads() -> int:
+    threads = get_num_threads()
+    if threads > 1 and numba.get_num_threads() != threads:
+        numba.set_num_threads(threads)  # Numba's count is per calling thread
+    return threads
+
+
+def ternary_linear(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """y[n, M] = float32(sum_k t[m, k] q[n, k]) / s[n] * scale[m], bit-exact with the reference.
+
+    Args:
+        w: from `prepare_i2s` or `stack_ternary`.
+        q: int8[n, K] quantized activations; s: f32[n] their scales (`quantize_activations`).
+        out: optional f32[n, M] C-contiguous output buffer.
+    """
+    n = q.shape[0]
+    if q.shape[1] != w.K or q.dtype != np.int8:
+        raise ValueError(f"ternary_linear: expected int8[n, {w.K}], got {q.dtype}{list(q.shape)}")
+    if out is None:
+        out = np.empty((n, w.M), np.float32)
+    q = np.ascontiguousarray(q)
+    s = np.ascontiguousarray(s, dtype=np.float32)
+    threads = _sync_threads()
+    kind = P.n_kind(n)
+    prm = P.lookup(w.quant, w.M, w.K, kind, threads)
+    if w.isa == "avx2":
+        _run_avx2(w, q, s, out, kind, prm, threads)
+    else:
+        _run_portable(w, q, s, out, prm, threads)
+    return out
+
+
+def _run_avx2(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarray, kind: str, prm: dict, threads: int) -> None:
+    if kind == "gemv":
+        from .i2s_avx2 import gemv_par, gemv_serial
+
+        if threads == 1:
+            gemv_serial(w.data, w.K, q[0], s[0], w.row_scale, out[0], prm["pf"])
+        else:
+            gemv_par(w.data, w.K, q[0], s[0], w.row_scale, out[0], P.chunks_for(prm, threads), prm["pf"])
+        return
+    from .i2s_gemm_avx2 import GEMM_KERNELS
+
+    par, serial = GEMM_KERNELS[prm["block"]]
+    if threads == 1:
+        serial(w.data, w.K, q, s, w.row_scale, out, prm["tok_block"])
+    else:
+        par(w.data, w.K, q, s, w.row_scale, out, P.chunks_for(prm, threads), prm["tok_block"])
+
+
+def _run_portable(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarray, prm: dict, threads: int) -> None:
+    from .i2s_portable import linear_w16_par, linear_w16_serial
+
+    if threads == 1:
+        linear_w16_serial(w.data, q, s, w.row_scale, out)
+    else:
+        linear_w16_par(w.data, q, s, w.row_scale, out, P.chunks_for(prm, threads))

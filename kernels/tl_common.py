@@ -1,0 +1,235 @@
+"""Tile parameters and sizes shared by bitnet.cpp's lookup-table formats TL1 and TL2.
+
+bitnet.cpp bakes one (BM, BK, bm) triple per weight shape into generated C code and into
+`include/kernel_config.ini`; the converter lays the bytes out with the same triple, so a TL file is
+only readable with the triple it was written with (bitnet-cpp.md §2.15, §4.2, §4.3). The shipped
+tables are reproduced here verbatim; `tile_configs` enumerates every triple the layout constraints
+allow for a shape and `choose_tile_config` picks one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+TLKind = Literal["tl1", "tl2"]
+
+GGML_TYPE_TL1 = 38
+GGML_TYPE_TL2 = 39
+TL_TAIL_BYTES = 32  # hidden `<name>_scale` tensor: f32 scale then 28 zero bytes
+TL2_TWO_BK = 32  # TL2's "two" part (K % BK last columns) always uses 32-column tiles
+MAX_EXACT_BK = 256  # int16 block sums stay exact: TL1 BK/2*254, TL2 BK/3*381 <= 32767
+
+__all__ = [
+    "GGML_TYPE_TL1",
+    "GGML_TYPE_TL2",
+    "TL_TAIL_BYTES",
+    "TileConfig",
+    "SHIPPED_TL1",
+    "SHIPPED_TL2",
+    "tl_nbytes",
+    "tl_packed_nbytes",
+    "tl_scale_offset",
+    "check_tile_config",
+    "tile_configs",
+    "choose_tile_config",
+    "shipped_tile_config",
+    "scale_tail",
+    "quantize_activations_tl",
+]
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """bitnet.cpp tile triple: BM rows per tile, BK columns per K-block, bm rows per SIMD block."""
+
+    BM: int
+    BK: int
+    bm: int
+
+
+def _t(BM: int, BK: int, bm: int) -> TileConfig:
+    return TileConfig(BM, BK, bm)
+
+
+# codegen `--model` name -> {(M, K): TileConfig}, from setup_env.py / preset_kernels (§2.15).
+SHIPPED_TL1: dict[str, dict[tuple[int, int], TileConfig]] = {
+    "bitnet_b1_58-large": {
+        (1536, 4096): _t(256, 128, 32), (1536, 1536): _t(128, 64, 64), (4096, 1536): _t(256, 128, 32),
+    },
+    "bitnet_b1_58-3B": {
+        (3200, 8640): _t(160, 64, 32), (3200, 3200): _t(320, 128, 64), (8640, 3200): _t(320, 64, 32),
+    },
+    "Llama3-8B-1.58-100B-tokens": {
+        (14336, 4096): _t(256, 128, 64), (4096, 14336): _t(256, 128, 32),
+        (1024, 4096): _t(128, 64, 64), (4096, 4096): _t(128, 64, 32),
+    },
+}
+# The large model's (4096, 1536) TL2 preset says bm=64, which the converter cannot lay out
+# (it indexes pairs of triplets with by = 192 / bm = 3); it is kept verbatim and flagged invalid.
+SHIPPED_TL2: dict[str, dict[tuple[int, int], TileConfig]] = {
+    "bitnet_b1_58-large": {
+        (1536, 4096): _t(256, 96, 32), (1536, 1536): _t(128, 192, 32), (4096, 1536): _t(256, 96, 64),
+    },
+    "bitnet_b1_58-3B": {
+        (3200, 8640): _t(160, 96, 32), (3200, 3200): _t(320, 96, 32), (8640, 3200): _t(320, 96, 32),
+    },
+    "Llama3-8B-1.58-100B-tokens": {
+        (14336, 4096): _t(256, 96, 32), (4096, 14336): _t(128, 96, 32),
+        (1024, 4096): _t(256, 96, 32), (4096, 4096): _t(128, 96, 32),
+    },
+}
+
+
+def _c_div(a: int, b: int) -> int:
+    """C integer division (truncates toward zero), as ggml's size formula uses."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _pad32(n: int) -> int:
+    return (n + 31) // 32 * 32
+
+
+def tl_packed_nbytes(kind: TLKind, M: int, K: int) -> int:
+    """Bytes of the packed weight region before the 32-byte scale tail (TL2: the fork's formula)."""
+    if kind == "tl1":
+        return M * K // 4
+    if kind == "tl2":
+        # (K - 256) * M / 3 * 5 / 8 + 256 * M / 2 * 4 / 8, C integers left to right (§3.2)
+        return _c_div(_c_div((K - 256) * M, 3) * 5, 8) + 256 * M // 2 * 4 // 8
+    raise ValueError(f"unknown TL kind {kind!r}")
+
+
+def tl_scale_offset(kind: TLKind, M: int, K: int) -> int:
+    """Byte offset of the f32 weight scale inside the tensor (where bitnet.cpp reads it)."""
+    return _pad32(tl_packed_nbytes(kind, M, K))
+
+
+def tl_nbytes(ggml_type: int | TLKind, M: int, K: int) -> int:
+    """ggml_nbytes of a TL1 (38) / TL2 (39) tensor of shape (M, K), hidden scale tail included."""
+    kind = _kind(ggml_type)
+    if kind == "tl1":
+        return M * K // 4 + TL_TAIL_BYTES
+    return tl_scale_offset(kind, M, K) + TL_TAIL_BYTES
+
+
+def _kind(ggml_type: int | str) -> TLKind:
+    if ggml_type in (GGML_TYPE_TL1, "tl1"):
+        return "tl1"
+    if ggml_type in (GGML_TYPE_TL2, "tl2"):
+        return "tl2"
+    raise ValueError(f"not a TL type: {ggml_type!r}")
+
+
+def _tl1_problem(M: int, K: int, c: TileConfig) -> str | None:
+    if c.bm not in (32, 64):
+        return "bm must be 32 or 64"
+    by = 256 // c.bm  # weights per inner K step
+    if c.BM <= 0 or c.BM % c.bm or M % c.BM:
+        return "need BM % bm == 0 and M % BM == 0"
+    if c.BK <= 0 or c.BK % by or K % c.BK:
+        return f"need BK % {by} == 0 and K % BK == 0"
+    if c.BK > MAX_EXACT_BK:
+        return f"BK > {MAX_EXACT_BK} could overflow bitnet.cpp's int16 block sums"
+    return None
+
+
+def _tl2_problem(M: int, K: int, c: TileConfig) -> str | None:
+    if c.bm != 32:
+        return "TL2 needs bm == 32"
+    if c.BM <= 0 or c.BM % 32 or M % c.BM:
+        return "need BM % 32 == 0 and M % BM == 0"
+    if c.BK <= 0 or c.BK % 24 or c.BK > K:
+        return "need BK % 24 == 0 (3-weight groups, 24-weight sign words) and BK <= K"
+    if c.BK > MAX_EXACT_BK:
+        return f"BK > {MAX_EXACT_BK} could overflow bitnet.cpp's int16 block sums"
+    two_k = K % c.BK
+    if two_k % TL2_TWO_BK or two_k > 256:
+        return "need (K % BK) % 32 == 0 and K % BK <= 256"
+    three_k = K - two_k
+    used = M * three_k // 6 + M * three_k // 24 + M * two_k // 4
+    if used > tl_packed_nbytes("tl2", M, K):
+        return "packed bytes exceed bitnet.cpp's TL2 size formula"
+    return None
+
+
+def check_tile_config(kind: TLKind, M: int, K: int, c: TileConfig) -> None:
+    """Raise ValueError when (BM, BK, bm) cannot lay out an (M, K) TL1/TL2 weight."""
+    problem = _tl1_problem(M, K, c) if kind == "tl1" else _tl2_problem(M, K, c)
+    if problem:
+        raise ValueError(f"{kind.upper()} tile {c.BM}/{c.BK}/{c.bm} invalid for {M}x{K}: {problem}")
+
+
+def tile_configs(kind: TLKind, M: int, K: int, *, max_BM: int | None = None) -> list[TileConfig]:
+    """Every (BM, BK, bm) the layout constraints allow for (M, K), BM capped at `max_BM`."""
+    out = []
+    for bm in ((32, 64) if kind == "tl1" else (32,)):
+        bms = [BM for BM in range(bm, M + 1, bm) if M % BM == 0 and (max_BM is None or BM <= max_BM)]
+        step = 256 // bm if kind == "tl1" else 24
+        for BK in range(step, MAX_EXACT_BK + 1, step):
+            for BM in bms:
+                c = TileConfig(BM, BK, bm)
+                if (_tl1_problem if kind == "tl1" else _tl2_problem)(M, K, c) is None:
+                    out.append(c)
+    return out
+
+
+def shipped_tile_config(kind: TLKind, M: int, K: int) -> TileConfig | None:
+    """The tile triple bitnet.cpp ships for (M, K), if any table lists that shape validly."""
+    for table in (SHIPPED_TL1 if kind == "tl1" else SHIPPED_TL2).values():
+        c = table.get((M, K))
+        if c is not None and (_tl1_problem if kind == "tl1" else _tl2_problem)(M, K, c) is None:
+            return c
+    return None
+
+
+def choose_tile_config(kind: TLKind, M: int, K: int) -> TileConfig:
+    """A valid tile triple for (M, K): the shipped one if listed, else a preset-like choice.
+
+    Preference (as the shipped tables do): BK 128 (TL1) or 96 (TL2) when valid, bm 32, and the
+    largest BM <= 256 so the row tiles split evenly over threads.
+    """
+    shipped = shipped_tile_config(kind, M, K)
+    if shipped is not None:
+        return shipped
+    configs = tile_configs(kind, M, K, max_BM=512)
+    if not configs:
+        raise ValueError(f"no valid {kind.upper()} tile configuration for {M}x{K}")
+    pref_bk = 128 if kind == "tl1" else 96
+
+    def rank(c: TileConfig) -> tuple:
+        return (c.BK != pref_bk, abs(c.BK - pref_bk), c.bm != 32, c.BM > 256, -c.BM if c.BM <= 256 else c.BM)
+
+    return min(configs, key=rank)
+
+
+def scale_tail(scale: float) -> np.ndarray:
+    """The hidden `<name>_scale` tensor's bytes: little-endian f32 then 28 zero bytes."""
+    tail = np.zeros(TL_TAIL_BYTES, dtype=np.uint8)
+    tail[:4] = np.frombuffer(np.float32(scale).astype("<f4").tobytes(), dtype=np.uint8)
+    return tail
+
+
+def quantize_activations_tl(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """bitnet.cpp's TL1/TL2 activation quantization (bitnet-cpp.md §5.2), per row of x.
+
+    s = float32(127) / float32(max|x|) with **no** 1e-5 floor (unlike I2_S);
+    q = round_half_even(float32(x * s)); |x * s| <= 127 so no clamp is needed. An all-zero row
+    (which bitnet.cpp turns into NaNs) gives q = 0 and s = inf, hence y = 0.
+
+    Args:
+        x: f32[n, K]
+
+    Returns:
+        (q int8[n, K], s f32[n])
+    """
+    x = np.asarray(x, dtype=np.float32)
+    absmax = np.abs(x).max(axis=1)  # [n] float32
+    with np.errstate(divide="ignore"):
+        s = (np.float32(127.0) / absmax).astype(np.float32)  # [n]
+    with np.errstate(invalid="ignore"):
+        prod = x * s[:, None]  # float32 product; 0 * inf -> nan only on all-zero rows
+    q = np.rint(np.where(np.isfinite(prod), prod, 0)).clip(-127, 127).astype(np.int8)
+    return q, s

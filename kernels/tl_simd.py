@@ -1,0 +1,329 @@
+"""AVX2 pshufb kernels for TL1 and TL2, reading bitnet.cpp's bytes in place.
+
+Per activation pair (TL1, TL2's two part) or triplet (TL2) the runtime builds a 16-entry int16
+table stored as two 16-byte planes (low bytes, high bytes). One `vpshufb` per plane looks up 32
+nibbles at once and `vpunpck{l,h}bw` rebuilds the exact int16 values; TL2 applies its sign bits
+with `(v + m) ^ m` (m = 0 or -1), as bitnet.cpp does. Sums stay in int16 within a K-block
+(exact: BK <= 256) and go to int32 per block. Import only on CPUs with AVX2 (`_jit.kernel_isa`).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import prange
+from numba.core import types
+from numba.extending import intrinsic
+
+from ._jit import kernel
+from .simd import (
+    as_v16i16,
+    load_bcast128,
+    load_v32i8,
+    prefetch,
+    shuffle_bytes,
+    sign16,
+    sll16,
+    splat_v16i16,
+    splat_v32i8,
+    srl16,
+    unpackhi8,
+    unpacklo8,
+    v16i16,
+    v32i8,
+    vadd,
+    vand,
+    vor,
+    vxor,
+    zero_v16i16,
+)
+
+__all__ = ["build_lut_tl1", "build_lut_tl2", "tl1_avx2", "tl2_avx2"]
+
+_I8 = ir.IntType(8)
+
+
+def _ptr(context, builder, arrty, arr, off):  # noqa: ANN001, ANN202
+    a = context.make_array(arrty)(context, builder, arr)
+    return builder.gep(builder.bitcast(a.data, _I8.as_pointer()), [off])
+
+
+@intrinsic
+def load_2x128(typingctx, arr, off0, off1):  # noqa: ANN001, ANN202
+    """16 bytes at `off0` in the low 128-bit lane and 16 bytes at `off1` in the high lane."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        t16 = ir.VectorType(_I8, 16)
+        lo = builder.load(builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), t16.as_pointer()), align=1)
+        hi = builder.load(builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[2]), t16.as_pointer()), align=1)
+        return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(32))))
+
+    return v32i8(arr, off0, off1), codegen
+
+
+@intrinsic
+def sra16(typingctx, a, n):  # noqa: ANN001, ANN202
+    """Arithmetic right shift of 16-bit lanes (vpsraw)."""
+    if a != v16i16 or not isinstance(n, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        t = ir.VectorType(ir.IntType(16), 16)
+        amt = builder.trunc(args[1], ir.IntType(16))
+        splat = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(t, ir.Undefined), amt, ir.Constant(ir.IntType(32), 0)),
+            ir.Constant(t, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), None))
+        return builder.ashr(args[0], splat)
+
+    return v16i16(a, n), codegen
+
+
+def _make_acc_i32(high: bool):  # noqa: ANN202
+    @intrinsic
+    def acc(typingctx, arr, off, v):  # noqa: ANN001, ANN202
+        """arr[8 int32 at byte off] += sign-extended int16 lanes 0-7 (or 8-15) of v (vpmovsxwd)."""
+        if not isinstance(arr, types.Array) or v != v16i16:
+            return None
+
+        def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+            t32 = ir.VectorType(ir.IntType(32), 8)
+            half = builder.shuffle_vector(args[2], ir.Constant(args[2].type, ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), 8), [i + (8 if high else 0) for i in range(8)]))
+            p = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), t32.as_pointer())
+            builder.store(builder.add(builder.load(p, align=1), builder.sext(half, t32)), p, align=1)
+            return context.get_dummy_value()
+
+        return types.none(arr, off, v), codegen
+
+    return acc
+
+
+acc_lo_i32 = _make_acc_i32(False)
+acc_hi_i32 = _make_acc_i32(True)
+
+
+# ---- per-token tables -------------------------------------------------------------------------
+
+def _digit_planes() -> tuple[np.ndarray, ...]:
+    e = np.arange(16)
+    u = e + 13  # = 9*(d0+1) + 3*(d1+1) + (d2+1) for magnitude e
+    three = [np.where(e < 14, d, 0).astype(np.int32) for d in (u // 9 - 1, u // 3 % 3 - 1, u % 3 - 1)]
+    two = [np.where(e < 9, d, 0).astype(np.int32) for d in (e // 3 - 1, e % 3 - 1)]
+    return (*three, *two)
+
+
+_T0, _T1, _T2, _P0, _P1 = _digit_planes()  # int32[16] each: digit of every table entry
+
+
+@kernel()
+def _pair_tables(q, k0, k1, lut, e0):  # noqa: ANN001, ANN202
+    """Pair tables for columns [k0, k1) of q into lut[:, e0:, :]: entry idx = d0*q0 + d1*q1,
+    as a low-byte plane (16 bytes) then a high-byte plane."""
+    for j in range(q.shape[0]):
+        for p in range((k1 - k0) // 2):
+            x0, x1 = np.int32(q[j, k0 + 2 * p]), np.int32(q[j, k0 + 2 * p + 1])
+            row = lut[j, e0 + p]
+            for i in range(16):
+                v = _P0[i] * x0 + _P1[i] * x1
+                row[i] = np.uint8(v & 0xFF)
+                row[16 + i] = np.uint8((v >> 8) & 0xFF)
+
+
+@kernel()
+def build_lut_tl1(q):  # noqa: ANN001, ANN201
+    """uint8[n, K/2, 32]: per pair, low-byte plane then high-byte plane of the 16 int16 entries."""
+    n, K = q.shape
+    lut = np.empty((n, K // 2, 32), np.uint8)
+    _pair_tables(q, 0, K, lut, 0)
+    return lut
+
+
+@kernel()
+def build_lut_tl2(q, three_k):  # noqa: ANN001, ANN201
+    """uint8[n, three_k/3 + two_k/2, 32]: triplet tables (entries 0..13) then pair tables."""
+    n, K = q.shape
+    lut = np.empty((n, three_k // 3 + (K - three_k) // 2, 32), np.uint8)
+    for j in range(n):
+        for c in range(three_k // 3):
+            x0, x1, x2 = np.int32(q[j, 3 * c]), np.int32(q[j, 3 * c + 1]), np.int32(q[j, 3 * c + 2])
+            row = lut[j, c]
+            for i in range(16):
+                v = _T0[i] * x0 + _T1[i] * x1 + _T2[i] * x2
+                row[i] = np.uint8(v & 0xFF)
+                row[16 + i] = np.uint8((v >> 8) & 0xFF)
+    _pair_tables(q, three_k, K, lut, three_k // 3)
+    return lut
+
+
+# ---- TL2 ------------------------------------------------------------------------------------
+
+@kernel()
+def _tl2_three_block(wb, lut, ib, sb, lb, KK, cbuf, co):  # noqa: ANN001, ANN202
+    """cbuf[32 rows at byte co] += one 32-row x BK block: index bytes at ib, sign words at sb,
+    triplet tables from byte lb of lut.
+
+    Sign k (k = 0..15) of a 16-bit lane is bit 15 - k; `vpsignw(v, y)` negates v where y < 0, so
+    y = (word | 1) << k carries it in bit 15 and is never 0 (the OR keeps a set bit), except for
+    k = 15 whose sign *is* bit 0: that one uses (word << 15) | 1.
+    """
+    m4 = splat_v32i8(15)
+    one = splat_v16i16(1)
+    c0 = zero_v16i16()  # rows 0-15
+    c1 = zero_v16i16()  # rows 16-31
+    for g in range(KK // 8):
+        x = as_v16i16(load_v32i8(wb, sb + g * 32))  # bit 15 - k of lane L: row (k%2)*16 + L
+        y = vor(x, one)
+        for h in range(4):
+            w = load_v32i8(wb, ib + (4 * g + h) * 32)
+            hi = vand(srl16(w, 4), m4)
+            lo = vand(w, m4)
+            to = lb + (4 * g + h) * 64
+            a0 = shuffle_bytes(load_bcast128(lut, to), hi)
+            a1 = shuffle_bytes(load_bcast128(lut, to + 16), hi)
+            b0 = shuffle_bytes(load_bcast128(lut, to + 32), lo)
+            b1 = shuffle_bytes(load_bcast128(lut, to + 48), lo)
+            c0 = vadd(c0, sign16(as_v16i16(unpacklo8(a0, a1)), y))
+            y = vadd(y, y)
+            c1 = vadd(c1, sign16(as_v16i16(unpackhi8(a0, a1)), y))
+            y = vadd(y, y)
+            c0 = vadd(c0, sign16(as_v16i16(unpacklo8(b0, b1)), y))
+            y = vadd(y, y)
+            if h == 3:
+                y = vor(sll16(x, 15), one)
+            c1 = vadd(c1, sign16(as_v16i16(unpackhi8(b0, b1)), y))
+            y = vadd(y, y)
+    acc_lo_i32(cbuf, co, c0)
+    acc_hi_i32(cbuf, co + 32, c0)
+    acc_lo_i32(cbuf, co + 64, c1)
+    acc_hi_i32(cbuf, co + 96, c1)
+
+
+@kernel()
+def _tl2_two_block(wb, lut, base, lb, cbuf, co):  # noqa: ANN001, ANN202
+    """cbuf[32 rows at byte co] += one 32-row x 32-column tile of the two part (pair indices)."""
+    m4 = splat_v32i8(15)
+    c0 = zero_v16i16()
+    c1 = zero_v16i16()
+    for qq in range(8):
+        w = load_v32i8(wb, base + qq * 32)
+        hi = vand(srl16(w, 4), m4)
+        lo = vand(w, m4)
+        to = lb + qq * 64
+        a0 = shuffle_bytes(load_bcast128(lut, to), hi)
+        a1 = shuffle_bytes(load_bcast128(lut, to + 16), hi)
+        b0 = shuffle_bytes(load_bcast128(lut, to + 32), lo)
+        b1 = shuffle_bytes(load_bcast128(lut, to + 48), lo)
+        c0 = vadd(c0, vadd(as_v16i16(unpacklo8(a0, a1)), as_v16i16(unpacklo8(b0, b1))))
+        c1 = vadd(c1, vadd(as_v16i16(unpackhi8(a0, a1)), as_v16i16(unpackhi8(b0, b1))))
+    acc_lo_i32(cbuf, co, c0)
+    acc_hi_i32(cbuf, co + 32, c0)
+    acc_lo_i32(cbuf, co + 64, c1)
+    acc_hi_i32(cbuf, co + 96, c1)
+
+
+@kernel()
+def _tl2_tile(wb, lut, a, M, K, BM, BK, cbuf, pf):  # noqa: ANN001, ANN202
+    """cbuf[n, BM] = Σ t·q for row tile a (int32)."""
+    n, E = lut.shape[0], lut.shape[1]
+    two_k = K % BK
+    three_k = K - two_k
+    S, NB, KK = BM // 32, three_k // BK, BK // 3
+    sign_base = M * three_k // 6
+    two_base = sign_base + M * three_k // 24
+    for b in range(NB):
+        for s in range(S):
+            chunk = (a * NB + b) * S + s
+            ib, sb = chunk * (KK // 2 * 32), sign_base + chunk * (KK // 8 * 32)
+            for x in range(0, KK // 2 * 32, 64):
+                prefetch(wb, ib + x + pf)
+            for x in range(0, KK // 8 * 32, 64):
+                prefetch(wb, sb + x + pf // 4)
+            for j in range(n):
+                _tl2_three_block(wb, lut, ib, sb, (j * E + b * KK) * 32, KK, cbuf, (j * BM + s * 32) * 4)
+    for b in range(two_k // 32):
+        for s in range(S):
+            base = two_base + ((a * (two_k // 32) + b) * S + s) * 256
+            for j in range(n):
+                _tl2_two_block(wb, lut, base, (j * E + three_k // 3 + b * 16) * 32, cbuf, (j * BM + s * 32) * 4)
+
+
+@kernel(parallel=True)
+def tl2_avx2(wb, lut, M, K, BM, BK, out, pf):  # noqa: ANN001, ANN201
+    """out[n, M] = Σ_k t·q (int32) from TL2 bytes wb and `build_lut_tl2` tables; row tiles in parallel."""
+    n = lut.shape[0]
+    for a in prange(M // BM):
+        cbuf = np.zeros((n, BM), np.int32)
+        _tl2_tile(wb, lut, a, M, K, BM, BK, cbuf, pf)
+        for j in range(n):
+            for r in range(BM):
+                out[j, a * BM + r] = cbuf[j, r]
+
+
+# ---- TL1 ------------------------------------------------------------------------------------
+
+@kernel()
+def _tl1_block(wb, base, lut, lb, T, step, d1, ro0, ro1, cbuf, co):  # noqa: ANN001, ANN202
+    """cbuf += one bm-row x BK block. Each 32-byte load holds two 16-row x 2-pair slots; the low
+    lane's tables start at lb + t*step, the high lane's d1 bytes later; lanes' rows at ro0/ro1."""
+    m4 = splat_v32i8(15)
+    lo0, hi0, lo1, hi1 = zero_v16i16(), zero_v16i16(), zero_v16i16(), zero_v16i16()
+    for t in range(T):
+        p0 = lb + t * step
+        w = load_v32i8(wb, base + t * 64)
+        h = vand(srl16(w, 4), m4)
+        low = vand(w, m4)
+        a0 = shuffle_bytes(load_2x128(lut, p0, p0 + d1), h)
+        a1 = shuffle_bytes(load_2x128(lut, p0 + 16, p0 + d1 + 16), h)
+        b0 = shuffle_bytes(load_2x128(lut, p0 + 32, p0 + d1 + 32), low)
+        b1 = shuffle_bytes(load_2x128(lut, p0 + 48, p0 + d1 + 48), low)
+        lo0 = vadd(lo0, vadd(as_v16i16(unpacklo8(a0, a1)), as_v16i16(unpacklo8(b0, b1))))
+        hi0 = vadd(hi0, vadd(as_v16i16(unpackhi8(a0, a1)), as_v16i16(unpackhi8(b0, b1))))
+        w = load_v32i8(wb, base + t * 64 + 32)
+        h = vand(srl16(w, 4), m4)
+        low = vand(w, m4)
+        a0 = shuffle_bytes(load_2x128(lut, p0, p0 + d1), h)
+        a1 = shuffle_bytes(load_2x128(lut, p0 + 16, p0 + d1 + 16), h)
+        b0 = shuffle_bytes(load_2x128(lut, p0 + 32, p0 + d1 + 32), low)
+        b1 = shuffle_bytes(load_2x128(lut, p0 + 48, p0 + d1 + 48), low)
+        lo1 = vadd(lo1, vadd(as_v16i16(unpacklo8(a0, a1)), as_v16i16(unpacklo8(b0, b1))))
+        hi1 = vadd(hi1, vadd(as_v16i16(unpackhi8(a0, a1)), as_v16i16(unpackhi8(b0, b1))))
+    # second load = slots 2, 3: rows 16 further when both lanes share rows (bm 32), else 32
+    r2 = 64 if ro0 == ro1 else 128
+    acc_lo_i32(cbuf, co + ro0, lo0)
+    acc_hi_i32(cbuf, co + ro1, lo0)
+    acc_lo_i32(cbuf, co + ro0 + 32, hi0)
+    acc_hi_i32(cbuf, co + ro1 + 32, hi0)
+    acc_lo_i32(cbuf, co + ro0 + r2, lo1)
+    acc_hi_i32(cbuf, co + ro1 + r2, lo1)
+    acc_lo_i32(cbuf, co + ro0 + r2 + 32, hi1)
+    acc_hi_i32(cbuf, co + ro1 + r2 + 32, hi1)
+
+
+@kernel()
+def _tl1_tile(wb, lut, a, M, K, BM, BK, bm, cbuf, pf):  # noqa: ANN001, ANN202
+    n, E = lut.shape[0], lut.shape[1]
+    by = 256 // bm
+    T, S, NB = BK // by, BM // bm, K // BK
+    # slots g = u*W + w (W = by/4): bm 32 -> lanes differ by 2 pairs, same rows;
+    # bm 64 -> lanes share the pair, rows 16 apart
+    d1, ro1 = (64, 0) if bm == 32 else (0, 64)
+    for b in range(NB):
+        for s in range(S):
+            base = ((a * NB + b) * S + s) * (bm * BK // 4)
+            for x in range(0, bm * BK // 4, 64):
+                prefetch(wb, base + x + pf)
+            for j in range(n):
+                _tl1_block(wb, base, lut, (j * E + b * BK // 2) * 32, T, by * 16, d1, 0, ro1, cbuf, (j * BM + s * bm) * 4)
+
+
+@kernel(parallel=True)
+def tl1_avx2(wb, lut, M, K, BM, BK, bm, out, pf):  # noqa: ANN001, ANN201
+    """out[n, M] = Σ_k t·q (int32) from TL1 bytes wb and `build_lut_tl1` tables; row tiles in parallel."""
+    n = lut.shape[0]
+    for a in prange(M // BM):
+        cbuf = np.zeros((n, BM), np.int32)
+        _tl1_tile(wb, lut, a, M, K, BM, BK, bm, cbuf, pf)
+        for j in range(n):
+            for r in range(BM):
+                out[j, a * BM + r] = cbuf[j, r]

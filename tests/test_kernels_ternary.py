@@ -1,0 +1,138 @@
+"""Ternary linear and activation kernels, bit for bit against the NumPy references.
+
+Every kernel family this CPU can run is covered: the portable plain-Numba path always, the AVX2
+intrinsics path when the CPU has AVX2, with every GEMM register block and odd shapes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bitnet_kernels import (
+    pack_i2s,
+    prepare_i2s,
+    quantize_activations,
+    quantize_activations_ref,
+    rms_norm,
+    rms_norm_quantize,
+    rms_norm_ref,
+    set_num_threads,
+    stack_ternary,
+    ternary_linear,
+    ternary_linear_ref,
+)
+from bitnet_kernels import params as P
+from bitnet_kernels._jit import has_avx2, kernel_isa
+
+ISAS = ["portable"] + (["avx2"] if has_avx2() else [])
+SHAPES = [(1, 128), (37, 384), (130, 256), (5, 2304)]  # M odd, not a multiple of tiles; K % 128 == 0
+
+
+@pytest.fixture(scope="module")
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def _case(rng: np.random.Generator, M: int, K: int, n: int):
+    t = rng.integers(-1, 2, size=(M, K)).astype(np.int8)
+    scale = np.float32(rng.uniform(0.1, 2.0))
+    x = (rng.standard_normal((n, K)) * rng.uniform(0.1, 10)).astype(np.float32)
+    x[0, rng.integers(K)] = 60.0  # an outlier, so rows get different scales
+    q, s = quantize_activations_ref(x)
+    return t, scale, q, s
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("M,K", SHAPES)
+@pytest.mark.parametrize("n", [1, 3, 9])
+def test_ternary_linear_bit_exact(rng, isa: str, threads: int, M: int, K: int, n: int) -> None:
+    t, scale, q, s = _case(rng, M, K, n)
+    set_num_threads(threads)
+    w = prepare_i2s(pack_i2s(t, scale), M, K, isa=isa)
+    assert w.isa == isa and w.scale == scale
+    y = ternary_linear(w, q, s)
+    assert y.dtype == np.float32 and y.shape == (n, M)
+    assert np.array_equal(y, ternary_linear_ref(t, scale, q, s))
+
+
+@pytest.mark.skipif(not has_avx2(), reason="the AVX2 tiles need AVX2")
+@pytest.mark.parametrize("block", ["2x4", "4x2", "1x4"])
+@pytest.mark.parametrize("tok_block", [4, 5, 128])
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_every_gemm_tile_config(rng, block: str, tok_block: int, chunks: int) -> None:
+    M, K, n = 19, 2176, 11  # 17 blocks: crosses the 16-block int16 flush
+    t, scale, q, s = _case(rng, M, K, n)
+    q[:, :] = np.where(rng.random(q.shape) < 0.5, -128, 127)  # extreme sums: no int16 overflow
+    set_num_threads(2)
+    P.set_params("i2_s", M, K, "gemm", 2, {"block": block, "tok_block": tok_block, "chunks": chunks})
+    P.set_params("i2_s", M, K, "gemm", 1, {"block": block, "tok_block": tok_block})
+    try:
+        w = prepare_i2s(pack_i2s(t, scale), M, K, isa="avx2")
+        ref = ternary_linear_ref(t, scale, q, s)
+        assert np.array_equal(ternary_linear(w, q, s), ref)
+        set_num_threads(1)
+        assert np.array_equal(ternary_linear(w, q, s), ref)
+    finally:
+        P.clear()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gemv_prefetch_and_chunks(rng, isa: str) -> None:
+    M, K = 67, 640
+    t, scale, q, s = _case(rng, M, K, 1)
+    w = prepare_i2s(pack_i2s(t, scale), M, K, isa=isa)
+    set_num_threads(2)
+    for pf, chunks in [(0, 1), (4096, 5)]:
+        P.set_params("i2_s", M, K, "gemv", 2, {"pf": pf, "chunks": chunks})
+        assert np.array_equal(ternary_linear(w, q, s), ternary_linear_ref(t, scale, q, s))
+    P.clear()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_stack_ternary_keeps_each_scale(rng, isa: str) -> None:
+    parts = [_case(rng, M, 256, 2) for M in (5, 3, 8)]
+    q, s = parts[0][2], parts[0][3]
+    ws = [prepare_i2s(pack_i2s(t, sc), t.shape[0], 256, isa=isa) for t, sc, _, _ in parts]
+    y = ternary_linear(stack_ternary(ws), q, s)
+    ref = np.concatenate([ternary_linear_ref(t, sc, q, s) for t, sc, _, _ in parts], axis=1)
+    assert np.array_equal(y, ref)
+
+
+def test_prepare_i2s_reads_a_readonly_memory_view(rng) -> None:
+    t, scale, q, s = _case(rng, 9, 128, 1)
+    raw = pack_i2s(t, scale)
+    raw.flags.writeable = False
+    w = prepare_i2s(raw, 9, 128)
+    assert np.array_equal(ternary_linear(w, q, s), ternary_linear_ref(t, scale, q, s))
+    with pytest.raises(ValueError):
+        prepare_i2s(raw, 9, 100)
+
+
+def test_isa_override(monkeypatch) -> None:
+    monkeypatch.setenv("BITNET_KERNELS", "portable")
+    assert kernel_isa() == "portable"
+    monkeypatch.setenv("BITNET_KERNELS", "auto")
+    assert kernel_isa() == ("avx2" if has_avx2() else "portable")
+
+
+@pytest.mark.parametrize("n,K", [(1, 128), (4, 2560), (3, 77)])
+def test_quantize_activations_bit_exact(rng, n: int, K: int) -> None:
+    x = (rng.standard_normal((n, K)) * 3).astype(np.float32)
+    x[-1] = 0.0  # all-zero row: the 1e-5 floor
+    q, s = quantize_activations(x)
+    qr, sr = quantize_activations_ref(x)
+    assert np.array_equal(q, qr) and np.array_equal(s, sr)
+    # exact ties of x*s land on .5 and must round to even
+    xt = np.array([[127.0, 2.5, -3.5, 0.5, -0.5]], np.float32)
+    assert quantize_activations(xt)[0].tolist() == [[127, 2, -4, 0, 0]]
+
+
+def test_rms_norm_and_fused_quantize_bit_exact(rng) -> None:
+    x = (rng.standard_normal((3, 384)) * 4).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, 384).astype(np.float32)
+    y = rms_norm(x, w, 1e-5)
+    assert np.array_equal(y, rms_norm_ref(x, w, 1e-5))
+    q, s = rms_norm_quantize(x, w, 1e-5)
+    qr, sr = quantize_activations_ref(rms_norm_ref(x, w, 1e-5))
+    assert np.array_equal(q, qr) and np.array_equal(s, sr)
