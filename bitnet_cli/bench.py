@@ -262,12 +262,23 @@ def size_label(n_params: int) -> str:
     return f"{round(n_params / 1e6)}M"
 
 
+# llama.cpp's model type names by layer count for the BitNet architectures.
+_LAYER_LABELS = {("bitnet-b1.58", 30): "2B", ("bitnet-25", 30): "2B", ("bitnet", 26): "3B"}
+
+
+def _size_label(md: Any, arch: str, n_layer: int, n_params: int) -> str:
+    name = str(md.get("general.name", ""))
+    if name.startswith("bitnet-dummy-"):  # a dummy preset: its own name (125M, 7B, ...)
+        return name[len("bitnet-dummy-"):]
+    return md.get("general.size_label") or _LAYER_LABELS.get((arch, n_layer)) or size_label(n_params)
+
+
 def describe_model(model: Any, backend: str = "Numba") -> ModelInfo:
     """ModelInfo from a loaded Model: file size, parameters and the bytes a decode step reads."""
     mf = model.model_file
     md = mf.metadata
     n_params = int(model.n_params)
-    label = md.get("general.size_label") or size_label(n_params)
+    label = _size_label(md, mf.arch, model.config.n_layer, n_params)
     ftype = md.get("general.file_type")
     qdesc = _FTYPE_NAMES.get(int(ftype), f"ftype {ftype}") if ftype is not None else "?"
     return ModelInfo(

@@ -22,7 +22,6 @@ from bitnet_cli.bench import (
 )
 from bitnet_cli.errors import UserError
 
-DUMMY_QUANT_TYPES = ("i2_s", "tl1", "tl2")
 MEM_HEADROOM = 1 << 30  # KV cache, activations, Python: leave 1 GiB besides the weights
 
 
@@ -88,53 +87,25 @@ def resolve_dummies(sizes: Sequence[str], qtypes: Sequence[str], progress: Progr
     """Dummy model files for every size × quant type, generated when not cached; skips what won't fit."""
     from bitnet_cli import dummy
 
-    presets = dummy_presets()
+    for qtype in qtypes:
+        if qtype not in dummy.OUTTYPES:
+            raise UserError(f"unknown quant type '{qtype}'", f"choose from {', '.join(dummy.OUTTYPES)}")
     paths = []
     for size in sizes:
-        if size not in presets:
-            raise UserError(f"unknown model size '{size}'", f"choose from {', '.join(presets)}")
+        dummy.get_preset(size)  # a UserError listing the sizes when unknown
         for qtype in qtypes:
-            if qtype not in DUMMY_QUANT_TYPES:
-                raise UserError(f"unknown quant type '{qtype}'", f"choose from {', '.join(DUMMY_QUANT_TYPES)}")
             path = dummy_path(size, qtype)
-            nbytes = path.stat().st_size if path.exists() else dummy_nbytes(size, qtype)
+            nbytes = path.stat().st_size if path.exists() else dummy.dummy_model_nbytes(size, qtype)
             problem = fit_problem(nbytes, path.parent, path.exists())
             if problem:
                 progress(f"skipping {size} {qtype}: {problem}")
                 continue
             if not path.exists():
-                progress(f"generating dummy {size} {qtype} model ({format_size(nbytes)}) in {path}")
+                progress(f"generating the dummy {size} {qtype} model ({format_size(nbytes)}): {path}")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 dummy.write_dummy_model(path, size, qtype, 0)
             paths.append(path)
     return paths
-
-
-def dummy_presets() -> list[str]:
-    """The size names the dummy generator knows."""
-    from bitnet_cli import dummy
-
-    presets = getattr(dummy, "PRESETS", None) or getattr(dummy, "SIZES", None)
-    return list(presets) if presets else []
-
-
-def dummy_nbytes(size: str, qtype: str) -> int:
-    """An estimate of a dummy model's file size (the generator's when it gives one)."""
-    from bitnet_cli import dummy
-
-    for name in ("dummy_nbytes", "estimate_nbytes", "model_nbytes"):
-        fn = getattr(dummy, name, None)
-        if fn is not None:
-            return int(fn(size, qtype))
-    p = dummy.PRESETS[size]
-    get = (lambda k, d=None: p.get(k, d)) if isinstance(p, dict) else (lambda k, d=None: getattr(p, k, d))
-    hidden, ff, layers = int(get("hidden")), int(get("intermediate", get("n_ff"))), int(get("layers", get("n_layer")))
-    heads = int(get("heads", get("n_head")))
-    kv = int(get("kv_heads", get("n_head_kv", heads)))
-    vocab = int(get("vocab", get("n_vocab", 32002)))
-    kv_dim = hidden // heads * kv
-    ternary = layers * (hidden * (2 * hidden + 2 * kv_dim) + 3 * hidden * ff)
-    return ternary // 4 + vocab * hidden * 2  # 2 bits per weight; F16 embedding (tied head)
 
 
 def run_suite(opts: BenchOptions, progress: Progress) -> list[BenchResult]:

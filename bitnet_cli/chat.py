@@ -23,6 +23,7 @@ HELP = """Commands:
   /set NAME VALUE        change a setting: temp, top_k, top_p, min_p, repeat_penalty,
                          repeat_last_n, presence_penalty, frequency_penalty, seed, n_predict
   /set                   show the settings
+  /read FILE             send the contents of a text file as your message
   /stats                 show the last reply's token counts and speeds
   /help, /?              this help
 Ctrl-C stops a reply; at the prompt it exits. \"\"\" starts and ends a multi-line message."""
@@ -266,6 +267,8 @@ class ChatSession:
             return Command("none", "System prompt set.")
         if name == "/set":
             return Command("none", self._set(arg))
+        if name == "/read":
+            return Command("send", text=_read_text(arg))
         if name == "/stats":
             s = self.stats
             return Command("none", f"prompt {s.prompt_tokens} tokens ({s.cached_tokens} cached), "
@@ -305,3 +308,20 @@ def _parse(cast: type, key: str, value: str) -> Any:
         return cast(value)
     except ValueError:
         raise UserError(f"'{value}' is not a valid {cast.__name__} for {key}", "for example: /set temp 0.7") from None
+
+
+def _read_text(path: str) -> str:
+    from pathlib import Path
+
+    if not path:
+        raise UserError("/read needs a file name", "for example: /read notes.txt")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"no file at {p}", "check the path given to /read")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{p} is not UTF-8 text", "/read takes text files") from None
+    if not text.strip():
+        raise UserError(f"{p} is empty", "/read takes a file with some text")
+    return text

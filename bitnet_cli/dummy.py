@@ -168,7 +168,13 @@ def _normal_f16_table() -> np.ndarray:
 def _random_i2s(rng: np.random.Generator, M: int, K: int, scale: float) -> np.ndarray:
     """Canonical I2_S bytes of a uniform random ternary (M, K) matrix with `scale`."""
     n = M * K // 4
-    out = _trits_to_i2s_byte()[rng.integers(0, 81, size=n + 32, dtype=np.uint8)]  # [n + 32]
+    # Random bytes are ~5x faster to draw than integers(0, 81); b % 81 is uniform for b < 243 = 3·81
+    # and the ~5% of bytes above are drawn again, so every byte holds four uniform trits.
+    draws = np.frombuffer(rng.bytes(n + 32), np.uint8)  # [n + 32]
+    idx = draws % 81
+    redo = np.flatnonzero(draws >= 243)
+    idx[redo] = rng.integers(0, 81, size=redo.size, dtype=np.uint8)
+    out = _trits_to_i2s_byte()[idx]  # [n + 32]
     out[n:] = 0
     out[n : n + 4] = np.frombuffer(np.float32(scale).tobytes(), np.uint8)
     return out

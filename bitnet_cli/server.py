@@ -162,7 +162,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             n = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            raise ApiError(400, "a JSON body with a Content-Length header is required") from None
+            n = -1
+        if n < 0:
+            raise ApiError(400, "a JSON body with a Content-Length header is required")
         limit = self.server.config.max_body
         if n > limit:
             raise ApiError(413, f"the request body is {n} bytes; this server accepts at most {limit}")

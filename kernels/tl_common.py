@@ -186,21 +186,23 @@ def shipped_tile_config(kind: TLKind, M: int, K: int) -> TileConfig | None:
 
 
 def choose_tile_config(kind: TLKind, M: int, K: int) -> TileConfig:
-    """A valid tile triple for (M, K): the shipped one if listed, else a preset-like choice.
+    """A valid tile triple for (M, K): the shipped one if a table lists the shape, else ours.
 
-    Preference (as the shipped tables do): BK 128 (TL1) or 96 (TL2) when valid, bm 32, and the
-    largest BM <= 256 so the row tiles split evenly over threads.
+    bitnet.cpp records the triple nowhere in the file, so this rule must stay fixed for files we
+    write. Ours was the fastest family on a Zen3 (AVX2): TL1 bm 64 (one table per 128-bit lane
+    pair), TL2 BK 192; BK nearest 128 (TL1) / 192 (TL2); the largest BM <= 256 that still gives
+    >= 8 row tiles (an even split over threads), else the largest BM <= 256.
     """
     shipped = shipped_tile_config(kind, M, K)
     if shipped is not None:
         return shipped
-    configs = tile_configs(kind, M, K, max_BM=512)
+    configs = tile_configs(kind, M, K, max_BM=256)
     if not configs:
         raise ValueError(f"no valid {kind.upper()} tile configuration for {M}x{K}")
-    pref_bk = 128 if kind == "tl1" else 96
+    pref_bk, pref_bm = (128, 64) if kind == "tl1" else (192, 32)
 
     def rank(c: TileConfig) -> tuple:
-        return (c.BK != pref_bk, abs(c.BK - pref_bk), c.bm != 32, c.BM > 256, -c.BM if c.BM <= 256 else c.BM)
+        return (c.bm != pref_bm, abs(c.BK - pref_bk), -c.BK, M // c.BM < 8, -c.BM)
 
     return min(configs, key=rank)
 

@@ -152,7 +152,7 @@ def tiny_model(tmp_path_factory):
     from bitnet_cli.dummy import write_dummy_model
 
     path = tmp_path_factory.mktemp("bench") / "tiny-i2_s.gguf"
-    write_dummy_model(path, "test", "i2_s", 0)
+    write_dummy_model(path, "test-tiny-2b4t", "i2_s", 0)
     return path
 
 

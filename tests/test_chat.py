@@ -138,14 +138,16 @@ def test_regen_and_clear():
 def test_overflow_drops_oldest_turns_keeps_system():
     m = EchoModel(n_ctx=160)
     s = ChatSession(m, system_prompt="Sys", sampling=GREEDY, max_tokens=8)
+    dropped = []
     for i in range(6):
         assert "".join(s.reply(f"question number {i}")) == "ok"
+        dropped.append(s.stats.dropped_messages)
+        assert len(s.format.encode(s.messages)) <= 160
+    assert dropped[0] == 0 and sum(dropped) >= 4 and all(d % 2 == 0 for d in dropped)  # whole turns
     assert s.messages[0] == {"role": "system", "content": "Sys"}
-    assert s.messages[-2]["content"] == "question number 5"
+    assert s.messages[-2:] == [{"role": "user", "content": "question number 5"},
+                               {"role": "assistant", "content": "ok"}]
     assert all(x["content"] != "question number 0" for x in s.messages)
-    assert any(call for call in m.calls)  # model ran
-    dropped_some = s.stats.dropped_messages > 0 or len(s.messages) < 13
-    assert dropped_some
 
 
 def test_too_long_message_is_refused_and_forgotten():
@@ -231,6 +233,15 @@ def test_cli_transcript_commands(fake_load):
     m = fake_load["model"]
     last_prompt = "".join(m.tokenizer.vocab[t] for t in m.calls[-3])  # prefill before the last reply
     assert last_prompt.endswith("User: Bye<|eot_id|>Assistant: ")
+
+
+def test_cli_read_file(fake_load, tmp_path):
+    (tmp_path / "q.txt").write_text("question from a file\n", encoding="utf-8")
+    r = _chat([], f"/read {tmp_path / 'q.txt'}\n/read {tmp_path / 'missing.txt'}\n")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("ok") == 1 and "Error: no file at" in r.stderr
+    prompt = "".join(fake_load["model"].tokenizer.vocab[t] for t in fake_load["model"].calls[0])
+    assert "User: question from a file<|eot_id|>" in prompt  # trimmed by the template
 
 
 def test_cli_system_prompt_and_multiline(fake_load):

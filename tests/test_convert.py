@@ -218,8 +218,8 @@ def test_2b4t_family_key_set_matches_official(i2s_files, ckpts):
     md = open_model_file(i2s_files["bitnet-packed"]).metadata
     official = official_keys("bitnet-b1.58")
     assert len(official) == 24 and set(official) <= set(md)
-    # The only extra key allowed names the pre-tokenizer, so tokenization matches the HF tokenizer.
-    assert set(md) - set(official) <= {"tokenizer.ggml.pre"}
+    # Extra keys allowed: the pre-tokenizer (tokenize exactly as HF does) and the end-of-turn id.
+    assert set(md) - set(official) <= {"tokenizer.ggml.pre", "tokenizer.ggml.eot_token_id"}
     assert list(md)[: 2] == ["general.architecture", "general.name"]
     spec = tc.SPECS["bitnet-packed"]
     a = "bitnet-b1.58"

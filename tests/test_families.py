@@ -15,7 +15,7 @@ import pytest
 
 import bitnet_cli
 import tiny_checkpoints as tc
-from test_lossless import greedy_text_failures, load_golden, logit_failures
+from test_lossless import OFFICIAL_KEYS, cached_logits, greedy_text_failures, load_golden, logit_failures
 
 
 TERNARY_OUTTYPES = ("i2_s", "tq2_0", "tq1_0", "tl1", "tl2")
@@ -91,7 +91,7 @@ def test_shapes_a_type_cannot_hold_are_refused_with_one_clear_error(checkpoints,
 @pytest.mark.parametrize(("family", "outtype"), CASES)
 def test_converted_logits_match_transformers(converted, family: str, outtype: str) -> None:
     golden = load_golden(family)
-    model = bitnet_cli.load(converted(family, outtype), threads=1)
+    model = bitnet_cli.load(converted(family, outtype))
     ours = model.logits(golden.meta["prompt_ids"])
     assert ours.dtype == np.float32
     assert logit_failures(ours, golden.logits, golden.floor_max, golden.floor_mean) == []
@@ -100,7 +100,7 @@ def test_converted_logits_match_transformers(converted, family: str, outtype: st
 @pytest.mark.parametrize("family", tc.FAMILIES)
 def test_converted_tokenizer_and_greedy_match_transformers(converted, family: str) -> None:
     golden = load_golden(family)
-    model = bitnet_cli.load(converted(family, "i2_s"), threads=1)
+    model = bitnet_cli.load(converted(family, "i2_s"))
     meta = golden.meta
     assert model.tokenizer.encode(meta["prompt_text"])[: len(meta["prompt_ids"])] == meta["prompt_ids"]
     assert greedy_text_failures(model, golden) == []
@@ -111,6 +111,23 @@ def test_converted_tokenizer_and_greedy_match_transformers(converted, family: st
     ("1bitllm", "bitnet", "silu"), ("llama-bitlinear", "llama", "silu"), ("falcon-e", "llama", "silu"),
 ])
 def test_converted_arch_follows_the_source_activation(converted, family: str, arch: str, act: str) -> None:
-    model = bitnet_cli.load(converted(family, "i2_s"), threads=1)
+    model = bitnet_cli.load(converted(family, "i2_s"))
     assert model.config.arch == arch
     assert model.config.ffn_act == act
+
+
+@pytest.mark.parametrize("family", tc.FAMILIES)
+def test_converted_cached_decode_matches_full_pass(converted, family: str) -> None:
+    golden = load_golden(family)
+    model = bitnet_cli.load(converted(family, "i2_s"))
+    ids = golden.meta["prompt_ids"]
+    full = model.logits(ids)
+    assert logit_failures(cached_logits(model, ids), full, golden.floor_max, golden.floor_mean) == []
+
+
+@pytest.mark.parametrize("family", ["bitnet-bf16", "bitnet-packed"])
+def test_converted_2b4t_family_starts_with_the_official_keys(converted, family: str) -> None:
+    from bitnet_cli.modelfile import open_model_file
+
+    keys = list(open_model_file(converted(family, "i2_s")).metadata)
+    assert keys[: len(OFFICIAL_KEYS)] == [k.format(a="bitnet-b1.58") for k in OFFICIAL_KEYS]

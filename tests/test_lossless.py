@@ -135,7 +135,7 @@ def golden() -> Golden:
 
 @pytest.fixture(scope="session", params=OUTTYPES)
 def model(request):
-    return bitnet_cli.load(gguf_path(request.param), threads=1)
+    return bitnet_cli.load(gguf_path(request.param))
 
 
 def test_golden_fixtures_are_consistent(golden: Golden) -> None:
@@ -181,7 +181,30 @@ def test_i2s_fixture_is_what_llama_quantize_makes_of_the_f32_one() -> None:
     for name in linears:
         rec = i2s.tensors[name]
         t, scale = bitnet_kernels.ternarize_sign(np.asarray(f32.array(name), np.float32).reshape(rec.shape))
-        assert bytes(bitnet_kernels.pack_i2s(t, scale)[: rec.nbytes - 28]) == bytes(rec.data[: rec.nbytes - 28]), name
+        n = rec.nbytes - 28  # packed codes and the f32 scale; the 28 padding bytes are unspecified
+        assert bytes(bitnet_kernels.pack_i2s(t, scale)[:n]) == bytes(rec.data[:n]), name
+
+
+OFFICIAL_KEYS = [  # bitnet-cpp.md §6.5, in the official file's order ({a} = the arch)
+    "general.architecture", "general.name", "{a}.vocab_size", "{a}.context_length",
+    "{a}.embedding_length", "{a}.block_count", "{a}.feed_forward_length", "{a}.rope.dimension_count",
+    "{a}.attention.head_count", "{a}.attention.head_count_kv", "tokenizer.ggml.add_bos_token",
+    "{a}.attention.layer_norm_rms_epsilon", "{a}.rope.freq_base", "general.file_type",
+    "tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+    "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id", "tokenizer.chat_template",
+    "general.quantization_version",
+]
+
+
+def test_i2s_fixture_carries_the_official_key_set() -> None:
+    from bitnet_cli.modelfile import open_model_file
+
+    mf = open_model_file(gguf_path("i2_s"))
+    assert list(mf.metadata) == [k.format(a="bitnet-b1.58") for k in OFFICIAL_KEYS]
+    assert mf.metadata["general.file_type"] == 40
+    assert "tokenizer.ggml.pre" not in mf.metadata  # absent in the official file too
+    assert "output.weight" not in mf.tensors  # tied head
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +302,7 @@ BREAKAGES = {
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))
 def test_a_broken_engine_fails_the_checks(monkeypatch, golden: Golden, breakage: str) -> None:
     calls = BREAKAGES[breakage](monkeypatch)
-    broken = bitnet_cli.load(gguf_path("i2_s"), threads=1)
+    broken = bitnet_cli.load(gguf_path("i2_s"))
     failures = engine_failures(broken, golden)
     assert calls["n"] > 0, f"the {breakage} patch never reached the engine: the harness is stale"
     assert failures, f"an engine with {breakage} passed every lossless check"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 
@@ -348,3 +349,16 @@ def test_real_model_with_openai_client(tiny_server):
     with pytest.raises(openai.BadRequestError):  # 128-token context
         c.completions.create(model="tiny", prompt="word " * 200, max_tokens=4)
     assert [m.id for m in c.models.list().data] == ["tiny"]
+
+
+def test_missing_or_bad_content_length_is_400(server):
+    port = server[0].server_address[1]
+    for header in ("", "Content-Length: -5\r\n", "Content-Length: abc\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                      f"{header}\r\n".encode())
+            reply = b""
+            while chunk := s.recv(4096):  # the server closes the connection after the error
+                reply += chunk
+            reply = reply.decode()
+        assert reply.startswith("HTTP/1.1 400") and "Content-Length header is required" in reply

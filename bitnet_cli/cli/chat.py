@@ -156,6 +156,8 @@ class ChatRepl:
                         return 0
                     if cmd.action == "regen":
                         self._stream(self.session.regenerate())
+                    elif cmd.action == "send":
+                        self._stream(self.session.reply(cmd.text))
                 elif text.strip() in ("exit", "quit"):
                     return 0
                 else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bitnet_cli.convert.families import Family
 from bitnet_cli.errors import UnsupportedModelError
 from bitnet_cli.modelfile import FILE_TYPE_OF, GGMLType
@@ -64,6 +66,10 @@ def build_metadata(fam: Family, config: dict[str, Any], name: str, main_type: GG
     values["general.file_type"] = int(FILE_TYPE_OF[main_type])
     values["general.quantization_version"] = 2
     values.update(tokenizer)
+    tokens = values.get("tokenizer.ggml.tokens")
+    if tokens is not None and "tokenizer.ggml.scores" not in values:
+        # BPE vocabularies carry all-zero scores in the official file; readers expect the key.
+        values["tokenizer.ggml.scores"] = np.zeros(len(tokens), dtype=np.float32)
     if "tokenizer.ggml.padding_token_id" not in values and "tokenizer.ggml.eos_token_id" in values:
         # The official file pads with EOS; llama.cpp needs a valid id there.
         values["tokenizer.ggml.padding_token_id"] = values["tokenizer.ggml.eos_token_id"]
