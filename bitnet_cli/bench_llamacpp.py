@@ -83,11 +83,14 @@ def write_peer_model(src: Path, dst: Path, qtype: str, progress: Any = None) -> 
     specs = []
     for rec in mf.tensors.values():
         if rec.ggml_type in TERNARY_TYPES:
-            def produce(rec=rec):  # noqa: ANN001, ANN202 - bound per tensor
-                t, scale = _ternary_codes(rec)
-                return encode_ternary(t, scale, target)
+            # TQ blocks hold 256 values of a row; other rows go as F16, as llama-quantize falls back.
+            ttype = target if rec.shape[-1] % 256 == 0 else GGMLType.F16
 
-            specs.append(TensorSpec(rec.name, rec.shape, target, produce))
+            def produce(rec=rec, ttype=ttype):  # noqa: ANN001, ANN202 - bound per tensor
+                t, scale = _ternary_codes(rec)
+                return encode_ternary(t, scale, ttype)
+
+            specs.append(TensorSpec(rec.name, rec.shape, ttype, produce))
         elif rec.ggml_type.name in _DENSE_OK:
             specs.append(TensorSpec(rec.name, rec.shape, rec.ggml_type, lambda rec=rec: rec.data))
         else:  # BF16 and anything mainline's CPU path reads slowly or not at all: F16 keeps it exact enough

@@ -24,14 +24,6 @@ class KVCache:
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
 
-    def store(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Write k, v: [n, n_head_kv, head_dim] at `offset`; return the layer's keys/values so far."""
-        n = k.shape[0]
-        end = self.offset + n
-        self.k[layer, :, self.offset : end] = k.transpose(1, 0, 2)
-        self.v[layer, :, self.offset : end] = v.transpose(1, 0, 2)
-        return self.k[layer, :, :end], self.v[layer, :, :end]
-
     def advance(self, tokens: list[int]) -> None:
         """Mark `tokens` as stored (called once per forward pass, after every layer)."""
         self.offset += len(tokens)

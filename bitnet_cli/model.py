@@ -44,43 +44,6 @@ def rope_tables(config: ModelConfig, positions: np.ndarray) -> tuple[np.ndarray,
     return np.cos(angles), np.sin(angles)
 
 
-def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, style: str, rope_dim: int) -> np.ndarray:
-    # x: [n, heads, head_dim]; cos, sin: [n, rope_dim/2]
-    c, s = cos[:, None, :], sin[:, None, :]
-    out = x.copy()
-    if style == "neox":  # rotate-half: pairs (i, i + d/2)
-        half = rope_dim // 2
-        a, b = x[..., :half], x[..., half:rope_dim]
-        out[..., :half] = a * c - b * s
-        out[..., half:rope_dim] = b * c + a * s
-    else:  # interleaved pairs (2i, 2i+1)
-        a, b = x[..., 0:rope_dim:2], x[..., 1:rope_dim:2]
-        out[..., 0:rope_dim:2] = a * c - b * s
-        out[..., 1:rope_dim:2] = b * c + a * s
-    return out
-
-
-def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, start: int) -> np.ndarray:
-    """Causal GQA attention of n new queries at positions start.. over all cached keys.
-
-    q: [n, n_head, hd]; keys, values: [n_head_kv, T, hd] with T = start + n. Returns [n, n_head*hd].
-    """
-    n, n_head, hd = q.shape
-    n_kv, T, _ = keys.shape
-    g = n_head // n_kv
-    qh = q.reshape(n, n_kv, g, hd).transpose(1, 2, 0, 3)  # [n_kv, g, n, hd]
-    scores = qh @ keys[:, None].transpose(0, 1, 3, 2)  # [n_kv, g, n, T]
-    scores *= np.float32(1.0 / np.sqrt(hd))
-    if n > 1:
-        future = np.arange(T)[None, :] > (start + np.arange(n))[:, None]  # [n, T]
-        scores[..., future] = -np.inf
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
-    out = scores @ values[:, None]  # [n_kv, g, n, hd]
-    return out.transpose(2, 0, 1, 3).reshape(n, n_head * hd)
-
-
 class Transformer:
     """Forward pass over preloaded weights; no file, tokenizer or CLI knowledge."""
 
@@ -107,16 +70,9 @@ class Transformer:
     def _attention_block(self, i: int, layer: Layer, x: np.ndarray, cache: KVCache, start: int,
                          cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
         cfg = self.config
-        n = x.shape[0]
         qkv = K.ternary_linear(layer.wqkv, *K.rms_norm_quantize(x, layer.attn_norm, cfg.norm_eps))
-        nq, nkv = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
-        q = qkv[:, :nq].reshape(n, cfg.n_head, cfg.head_dim)
-        k = qkv[:, nq : nq + nkv].reshape(n, cfg.n_head_kv, cfg.head_dim)
-        v = qkv[:, nq + nkv :].reshape(n, cfg.n_head_kv, cfg.head_dim)
-        q = apply_rope(q, cos, sin, cfg.rope_style, cfg.rope_dim)
-        k = apply_rope(k, cos, sin, cfg.rope_style, cfg.rope_dim)
-        keys, values = cache.store(i, k, v)
-        a = attention(q, keys, values, start)  # a: [n, n_head*head_dim]
+        a = K.rope_attend(qkv, cos, sin, cfg.rope_style == "neox", cfg.rope_dim, cache.k[i], cache.v[i],
+                          start, cfg.n_head, cfg.n_head_kv)  # a: [n, n_head*head_dim]
         return K.ternary_linear(layer.wo, *self._quantize(a, layer.attn_sub_norm))
 
     def _ffn_block(self, layer: Layer, x: np.ndarray) -> np.ndarray:

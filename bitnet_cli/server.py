@@ -65,6 +65,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "bitnet-serve"
     server: BitnetHTTPServer
+    _body_read = False  # per request: whether the body was consumed (else close the connection)
 
     # -- plumbing --------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -112,12 +113,11 @@ class Handler(BaseHTTPRequestHandler):
             if not public:
                 self._check_key()
             getattr(self, name)()
-        except BitnetError as e:  # e.g. a template that rejects the messages
-            self._send_json(400, ApiError(400, str(e)).body())
-        except ApiError as e:
-            if e.status in (408, 413) or method == "POST" and not self._body_read:
-                self.close_connection = True  # the rest of the body is still on the wire
-            self._send_json(e.status, e.body())
+        except (ApiError, BitnetError) as e:  # BitnetError: e.g. a template rejecting the messages
+            err = e if isinstance(e, ApiError) else ApiError(400, str(e))
+            if err.status in (408, 413) or (method != "GET" and not self._body_read):
+                self.close_connection = True  # an unread body may still be on the wire
+            self._send_json(err.status, err.body())
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
         except Exception as e:  # noqa: BLE001 - one bad request must not take the server down
@@ -127,8 +127,6 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_json(500, ApiError(500, "internal error").body())
             except OSError:
                 pass
-
-    _body_read = False
 
     def _check_key(self) -> None:
         key = self.server.config.api_key
@@ -285,7 +283,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         finally:
             gen.close()
-        self._event(chunk_body(req, rid, alias, finish=last.finish_reason if last else "length", created=created))
+        final = chunk_body(req, rid, alias, finish=last.finish_reason if last else "length", created=created)
+        if last is not None:  # llama-server puts its timings on the last chunk
+            final["timings"] = timings(last, len(ids) - getattr(last, "cached_tokens", 0))
+        self._event(final)
         if req.include_usage:
             self._event(usage_chunk(req, rid, alias, len(ids), last.generation_tokens if last else 0))
         self._write_chunk(b"data: [DONE]\n\n")

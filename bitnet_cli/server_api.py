@@ -4,6 +4,7 @@ Pure functions with no HTTP or engine in them, so the rules are easy to test and
 """
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class GenRequest:
     stream: bool = False
     include_usage: bool = False
     logit_bias: dict[int, float] = field(default_factory=dict)
+    ignore_eos: bool = False  # llama-server extension
     model: str = ""
 
 
@@ -59,7 +61,8 @@ def _number(body: dict, key: str, default: float, kind: type = float) -> Any:
     v = body.get(key)
     if v is None:
         return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and int(v) != v):
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    if not ok or (kind is int and int(v) != v):
         raise _bad(f"'{key}' must be {'an integer' if kind is int else 'a number'}", key)
     return kind(v)
 
@@ -107,7 +110,7 @@ def _logit_bias(body: dict, vocab_size: int) -> dict[int, float]:
             tid = int(k)
         except (TypeError, ValueError):
             raise _bad(f"logit_bias key '{k}' is not a token id", "logit_bias") from None
-        if not 0 <= tid < vocab_size or isinstance(v, bool) or not isinstance(v, (int, float)):
+        if not 0 <= tid < vocab_size or isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
             raise _bad(f"logit_bias entry '{k}' is out of range", "logit_bias")
         out[tid] = float(max(-100.0, min(100.0, v)))
     return out
@@ -178,7 +181,8 @@ def parse_request(body: Any, kind: str, *, defaults: SamplingParams, default_max
     req = GenRequest(
         kind=kind, max_tokens=max_tokens, sampling=_sampling(body, defaults), stop=_stop(body),
         stream=bool(body.get("stream", False)), include_usage=bool(opts.get("include_usage", False)),
-        logit_bias=_logit_bias(body, vocab_size), model=str(body.get("model") or ""),
+        logit_bias=_logit_bias(body, vocab_size), ignore_eos=bool(body.get("ignore_eos", False)),
+        model=str(body.get("model") or ""),
     )
     if kind == "chat":
         req.messages = _messages(body)

@@ -135,4 +135,4 @@ class Engine:
                 return base(logits, history)
 
         return self.generate_fn(self.model, ids, max_tokens=req.max_tokens, sampling=req.sampling,
-                                stop=req.stop, cache=self.cache, sampler=sampler)
+                                stop=req.stop, cache=self.cache, sampler=sampler, ignore_eos=req.ignore_eos)

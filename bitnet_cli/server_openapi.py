@@ -24,6 +24,7 @@ _SAMPLING = {
     "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
     "logit_bias": {"type": "object", "additionalProperties": {**_NUM, "minimum": -100, "maximum": 100}},
     "n": {**_INT, "enum": [1]},
+    "ignore_eos": {"type": "boolean", "description": "llama.cpp extension: keep going past end-of-turn tokens."},
 }
 
 _MESSAGE = {

@@ -99,6 +99,8 @@ class Tokenizer:
         default_bos = self.model == "llama" or self.pre is None or self.pre in LLAMA3_PRES
         self.add_bos = bool(md.get("tokenizer.ggml.add_bos_token", default_bos)) and self.bos_id is not None
         self.add_space_prefix = bool(md.get("tokenizer.ggml.add_space_prefix", True))
+        # token -> id; the first id wins when a vocabulary repeats a string
+        self._index: dict[str, int] = {t: i for i, t in reversed(list(enumerate(self.tokens)))}
         if self.model == "gpt2":
             self._tok = self._build_gpt2(md)
         elif self.model == "llama":
@@ -125,8 +127,7 @@ class Tokenizer:
     def _end_ids(self, md: Mapping[str, Any]) -> frozenset[int]:
         ids = {self.eos_id, _opt_id(md, "tokenizer.ggml.eot_token_id", self.vocab_size)}
         ids.add(_opt_id(md, "tokenizer.ggml.eom_token_id", self.vocab_size))
-        index = self._tok.get_vocab()
-        ids.update(index.get(name) for name in END_OF_TURN_NAMES)
+        ids.update(self._index.get(name) for name in END_OF_TURN_NAMES)
         return frozenset(i for i in ids if i is not None)
 
     def _added_tokens(self) -> list[Any]:
@@ -150,9 +151,8 @@ class Tokenizer:
             raise UnsupportedModelError(
                 f"pre-tokenizer '{self.pre}' is not supported", "supported: llama-bpe, falcon3, falcon_e, gpt-2, default"
             )
-        vocab = {t: i for i, t in reversed(list(enumerate(self.tokens)))}  # first id wins for duplicates
         try:
-            tok = HFTokenizer(models.BPE(vocab, merges, ignore_merges=llama3))
+            tok = HFTokenizer(models.BPE(self._index, merges, ignore_merges=llama3))
         except Exception as e:  # the library reports bad merges as a plain Exception
             raise ModelFormatError(f"the vocabulary's merges are inconsistent ({e})", "convert the model again") from None
         if llama3:
@@ -172,7 +172,7 @@ class Tokenizer:
         from tokenizers import models, normalizers
 
         scores = _array(md, "tokenizer.ggml.scores") or [0.0] * self.vocab_size
-        vocab = {t: i for i, t in reversed(list(enumerate(self.tokens)))}
+        vocab = self._index
         merges = _spm_merges(self.tokens, [float(s) for s in scores], self.token_types, vocab)
         unk_id = _opt_id(md, "tokenizer.ggml.unknown_token_id", self.vocab_size)
         unk = self.tokens[unk_id] if unk_id is not None else ("<unk>" if "<unk>" in vocab else None)

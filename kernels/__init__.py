@@ -6,6 +6,7 @@ bit. Kernels that use AVX2 are compiled only on CPUs that have it; a portable pa
 from __future__ import annotations
 
 from .dense import DenseWeight, dense_linear, embed_rows, prepare_dense
+from .attention import rope_attend, rope_attend_ref
 from .activations import quantize_activations, rms_norm, rms_norm_quantize
 from .linear import TernaryWeight, prepare_i2s, stack_ternary, ternary_linear
 from .reference import (
@@ -21,6 +22,8 @@ from .reference import (
 from .threads import get_num_threads, set_num_threads
 
 __all__ = [
+    "rope_attend",
+    "rope_attend_ref",
     "i2s_nbytes",
     "pack_i2s",
     "unpack_i2s",

@@ -13,7 +13,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel, kernel_isa
-from .tl_common import TileConfig, check_tile_config, quantize_activations_tl, scale_tail, tl_nbytes
+from .tl_common import TileConfig, check_tile_config, emit_rows, quantize_activations_tl, scale_tail, tl_nbytes
 
 __all__ = [
     "pack_tl1",
@@ -25,6 +25,7 @@ __all__ = [
     "prepare_tl1",
     "tl1_matmul_int",
     "tl1_linear",
+    "tl1_tables",
 ]
 
 
@@ -139,8 +140,9 @@ def prepare_tl1(raw: np.ndarray, M: int, K: int, BM: int, BK: int, bm: int, *, i
 
 
 @kernel(parallel=True)
-def _tl1_portable(wb, q, qsum, M, K, BM, BK, bm, out):  # noqa: ANN001, ANN202
-    """out[n, M] = Σ_k t·q over the native TL1 bytes; digits decoded arithmetically (no gathers).
+def _tl1_portable(wb, q, qsum, M, K, BM, BK, bm, out_i, out_f, s_act, scale):  # noqa: ANN001, ANN202
+    """Σ_k t·q over the native TL1 bytes (digits decoded arithmetically, no gathers), written by
+    `emit_rows` to out_i (int32) or rescaled to out_f.
 
     idx = 3*(t0+1) + (t1+1), so Σ idx//3*q0 + idx%3*q1 over pairs minus Σ_k q is the dot product.
     """
@@ -168,26 +170,53 @@ def _tl1_portable(wb, q, qsum, M, K, BM, BK, bm, out):  # noqa: ANN001, ANN202
                                     acc[j, r0 + v] += hd * q0 + (hi - 3 * hd) * q1 + ld * q2 + (lo - 3 * ld) * q3
         for j in range(n):
             for r in range(BM):
-                out[j, a * BM + r] = acc[j, r] - qsum[j]
+                acc[j, r] -= qsum[j]
+        emit_rows(acc, a, out_i, out_f, s_act, scale)
+
+
+def tl1_tables(q: np.ndarray) -> np.ndarray:
+    """AVX2 per-token tables for `q` (uint8[n, K/2, 32]); weights with the same K can share one
+    build via `tl1_linear(..., tables=)`."""
+    from .tl_simd import build_lut_tl1
+
+    return build_lut_tl1(np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8))
+
+
+def _run(w: TL1Weight, q: np.ndarray, out_i: np.ndarray, out_f: np.ndarray, s: np.ndarray, isa: str | None, pf: int,
+         tables: np.ndarray | None = None) -> None:
+    c = w.tile
+    if (isa or w.isa) == "avx2":
+        from .tl_simd import tl1_avx2
+
+        lut = tl1_tables(q) if tables is None else tables
+        if lut.shape != (q.shape[0], w.K // 2, 32):
+            raise ValueError(f"TL1 tables of shape {lut.shape} do not fit this {w.M}x{w.K} weight")
+        tl1_avx2(w.data, lut, w.M, w.K, c.BM, c.BK, c.bm, out_i, out_f, s, w.scale, pf)
+    else:
+        qsum = q.sum(axis=1, dtype=np.int32)  # [n]
+        _tl1_portable(w.data, q, qsum, w.M, w.K, c.BM, c.BK, c.bm, out_i, out_f, s, w.scale)
 
 
 def tl1_matmul_int(w: TL1Weight, q: np.ndarray, *, isa: str | None = None, pf: int = 2048) -> np.ndarray:
-    """Exact Σ_k t[m, k]·q[n, k] as int32[n, M] with the chosen kernel family."""
+    """Exact Σ_k t[m, k]·q[n, k] as int32[n, M] with the chosen kernel family ("avx2"/"portable")."""
     q = np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8)  # [n, K]
     out = np.empty((q.shape[0], w.M), dtype=np.int32)
-    c = w.tile
-    if (isa or w.isa) == "avx2":
-        from .tl_simd import build_lut_tl1, tl1_avx2
-
-        lut = build_lut_tl1(q)
-        tl1_avx2(w.data, lut, w.M, w.K, c.BM, c.BK, c.bm, out, pf)
-    else:
-        qsum = q.astype(np.int32).sum(axis=1).astype(np.int32)  # [n]
-        _tl1_portable(w.data, q, qsum, w.M, w.K, c.BM, c.BK, c.bm, out)
+    _run(w, q, out, _NO_F32, _NO_S, isa, pf)
     return out
 
 
-def tl1_linear(w: TL1Weight, q: np.ndarray, s: np.ndarray, *, isa: str | None = None) -> np.ndarray:
-    """y[n, M] = float32(Σ t·q) / s * w_scale, with (q, s) from `quantize_activations_tl`."""
-    acc = tl1_matmul_int(w, q, isa=isa)
-    return (acc.astype(np.float32) / np.asarray(s, np.float32).reshape(-1, 1) * w.scale).astype(np.float32)
+def tl1_linear(w: TL1Weight, q: np.ndarray, s: np.ndarray, *, isa: str | None = None, pf: int = 2048,
+               tables: np.ndarray | None = None) -> np.ndarray:
+    """y[n, M] = float32(Σ t·q) / s * w_scale in float32, with (q, s) from `quantize_activations_tl`.
+
+    `tables`: optional prebuilt `tl1_tables(q)` (AVX2 path) shared across weights.
+    """
+    q = np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8)  # [n, K]
+    y = np.empty((q.shape[0], w.M), dtype=np.float32)
+    _run(w, q, _NO_I32, y, np.ascontiguousarray(s, dtype=np.float32).reshape(-1), isa, pf, tables)
+    return y
+
+
+_NO_I32 = np.empty((0, 0), np.int32)  # "no int32 output": the kernels rescale into float32
+_NO_F32 = np.empty((0, 0), np.float32)
+_NO_S = np.empty(0, np.float32)

@@ -17,6 +17,7 @@ from .tl_common import (
     TL2_TWO_BK,
     TileConfig,
     check_tile_config,
+    emit_rows,
     quantize_activations_tl,
     scale_tail,
     tl_packed_nbytes,
@@ -33,6 +34,7 @@ __all__ = [
     "prepare_tl2",
     "tl2_matmul_int",
     "tl2_linear",
+    "tl2_tables",
 ]
 
 # Stored position p of a 32-row sub-tile holds row _ROWS[p]: 8-row groups in order 0, 2, 1, 3,
@@ -187,8 +189,9 @@ def _three_dot(m, x0, x1, x2):  # noqa: ANN001, ANN202
 
 
 @kernel(parallel=True)
-def _tl2_portable(wb, q, qsum2, M, K, BM, BK, out):  # noqa: ANN001, ANN202
-    """out[n, M] = Σ_k t·q over the native TL2 bytes with plain integer code (portable)."""
+def _tl2_portable(wb, q, qsum2, M, K, BM, BK, out_i, out_f, s_act, scale):  # noqa: ANN001, ANN202
+    """Σ_k t·q over the native TL2 bytes with plain integer code (portable), written by
+    `emit_rows` to out_i (int32) or rescaled to out_f."""
     n = q.shape[0]
     two_k = K % BK
     three_k = K - two_k
@@ -229,27 +232,54 @@ def _tl2_portable(wb, q, qsum2, M, K, BM, BK, out):  # noqa: ANN001, ANN202
                                 + ((lo * 11) >> 5) * np.int32(q[j, k0 + 2]) + (lo - 3 * ((lo * 11) >> 5)) * np.int32(q[j, k0 + 3])
         for j in range(n):
             for r in range(BM):
-                out[j, a * BM + r] = acc[j, r] - qsum2[j]
+                acc[j, r] -= qsum2[j]
+        emit_rows(acc, a, out_i, out_f, s_act, scale)
+
+
+def tl2_tables(q: np.ndarray, K: int, BK: int) -> np.ndarray:
+    """AVX2 per-token tables for `q` (uint8[n, three_k/3 + two_k/2, 32]); weights with the same K
+    and K % BK (e.g. Q, K and V) can share one build via `tl2_linear(..., tables=)`."""
+    from .tl_simd import build_lut_tl2
+
+    return build_lut_tl2(np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8), _split(K, BK)[0])
+
+
+def _run(w: TL2Weight, q: np.ndarray, out_i: np.ndarray, out_f: np.ndarray, s: np.ndarray, isa: str | None, pf: int,
+         tables: np.ndarray | None = None) -> None:
+    c = w.tile
+    three_k, two_k = _split(w.K, c.BK)
+    if (isa or w.isa) == "avx2":
+        from .tl_simd import tl2_avx2
+
+        lut = tl2_tables(q, w.K, c.BK) if tables is None else tables
+        if lut.shape != (q.shape[0], three_k // 3 + two_k // 2, 32):
+            raise ValueError(f"TL2 tables of shape {lut.shape} do not fit this {w.M}x{w.K} weight")
+        tl2_avx2(w.data, lut, w.M, w.K, c.BM, c.BK, out_i, out_f, s, w.scale, pf)
+    else:
+        qsum2 = q[:, three_k:].sum(axis=1, dtype=np.int32)  # offset of the two part's 0..2 digits
+        _tl2_portable(w.data, q, qsum2, w.M, w.K, c.BM, c.BK, out_i, out_f, s, w.scale)
 
 
 def tl2_matmul_int(w: TL2Weight, q: np.ndarray, *, isa: str | None = None, pf: int = 2048) -> np.ndarray:
-    """Exact Σ_k t[m, k]·q[n, k] as int32[n, M] with the chosen kernel family."""
+    """Exact Σ_k t[m, k]·q[n, k] as int32[n, M] with the chosen kernel family ("avx2"/"portable")."""
     q = np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8)  # [n, K]
     out = np.empty((q.shape[0], w.M), dtype=np.int32)
-    c = w.tile
-    three_k, _ = _split(w.K, c.BK)
-    if (isa or w.isa) == "avx2":
-        from .tl_simd import build_lut_tl2, tl2_avx2
-
-        lut = build_lut_tl2(q, three_k)
-        tl2_avx2(w.data, lut, w.M, w.K, c.BM, c.BK, out, pf)
-    else:
-        qsum2 = q[:, three_k:].astype(np.int32).sum(axis=1).astype(np.int32)  # two part's offset
-        _tl2_portable(w.data, q, qsum2, w.M, w.K, c.BM, c.BK, out)
+    _run(w, q, out, _NO_F32, _NO_S, isa, pf)
     return out
 
 
-def tl2_linear(w: TL2Weight, q: np.ndarray, s: np.ndarray, *, isa: str | None = None) -> np.ndarray:
-    """y[n, M] = float32(Σ t·q) / s * w_scale, with (q, s) from `quantize_activations_tl`."""
-    acc = tl2_matmul_int(w, q, isa=isa)
-    return (acc.astype(np.float32) / np.asarray(s, np.float32).reshape(-1, 1) * w.scale).astype(np.float32)
+def tl2_linear(w: TL2Weight, q: np.ndarray, s: np.ndarray, *, isa: str | None = None, pf: int = 2048,
+               tables: np.ndarray | None = None) -> np.ndarray:
+    """y[n, M] = float32(Σ t·q) / s * w_scale in float32, with (q, s) from `quantize_activations_tl`.
+
+    `tables`: optional prebuilt `tl2_tables(q, K, BK)` (AVX2 path) shared across weights.
+    """
+    q = np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8)  # [n, K]
+    y = np.empty((q.shape[0], w.M), dtype=np.float32)
+    _run(w, q, _NO_I32, y, np.ascontiguousarray(s, dtype=np.float32).reshape(-1), isa, pf, tables)
+    return y
+
+
+_NO_I32 = np.empty((0, 0), np.int32)  # "no int32 output": the kernels rescale into float32
+_NO_F32 = np.empty((0, 0), np.float32)
+_NO_S = np.empty(0, np.float32)

@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from ._jit import kernel
+
 TLKind = Literal["tl1", "tl2"]
 
 GGML_TYPE_TL1 = 38
@@ -235,3 +237,19 @@ def quantize_activations_tl(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         prod = x * s[:, None]  # float32 product; 0 * inf -> nan only on all-zero rows
     q = np.rint(np.where(np.isfinite(prod), prod, 0)).clip(-127, 127).astype(np.int8)
     return q, s
+
+
+@kernel()
+def emit_rows(cbuf, a, out_i, out_f, s, scale):  # noqa: ANN001, ANN201
+    """Write row tile a's int32 sums cbuf[n, BM]: to out_i (int32) if it has rows, else to
+    out_f as float32(Σ) / s[n] * scale, the order bitnet.cpp rescales in."""
+    n, BM = cbuf.shape
+    if out_i.shape[0] > 0:
+        for j in range(n):
+            for r in range(BM):
+                out_i[j, a * BM + r] = cbuf[j, r]
+    else:
+        for j in range(n):
+            sj = s[j]
+            for r in range(BM):
+                out_f[j, a * BM + r] = np.float32(np.float32(cbuf[j, r]) / sj) * scale

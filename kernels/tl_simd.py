@@ -15,6 +15,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from ._jit import kernel
+from .tl_common import emit_rows
 from .simd import (
     as_v16i16,
     load_bcast128,
@@ -200,6 +201,52 @@ def _tl2_three_block(wb, lut, ib, sb, lb, KK, cbuf, co):  # noqa: ANN001, ANN202
 
 
 @kernel()
+def _lookup16(lut, to, hi, lo):  # noqa: ANN001, ANN202
+    """int16 table values for both nibbles of a chunk: (high-nibble rows 0-15, 16-31,
+    low-nibble rows 0-15, 16-31), from the two tables at byte `to` of lut."""
+    a0 = shuffle_bytes(load_bcast128(lut, to), hi)
+    a1 = shuffle_bytes(load_bcast128(lut, to + 16), hi)
+    b0 = shuffle_bytes(load_bcast128(lut, to + 32), lo)
+    b1 = shuffle_bytes(load_bcast128(lut, to + 48), lo)
+    return (as_v16i16(unpacklo8(a0, a1)), as_v16i16(unpackhi8(a0, a1)),
+            as_v16i16(unpacklo8(b0, b1)), as_v16i16(unpackhi8(b0, b1)))
+
+
+@kernel()
+def _tl2_three_block2(wb, lut, ib, sb, lb0, lb1, KK, cbuf, co0, co1):  # noqa: ANN001, ANN202
+    """`_tl2_three_block` for two tokens at once: nibbles and sign operands are shared."""
+    m4 = splat_v32i8(15)
+    one = splat_v16i16(1)
+    c0, c1, d0, d1 = zero_v16i16(), zero_v16i16(), zero_v16i16(), zero_v16i16()
+    for g in range(KK // 8):
+        x = as_v16i16(load_v32i8(wb, sb + g * 32))
+        y0 = vor(x, one)
+        for h in range(4):
+            w = load_v32i8(wb, ib + (4 * g + h) * 32)
+            hi = vand(srl16(w, 4), m4)
+            lo = vand(w, m4)
+            y1 = vadd(y0, y0)
+            y2 = vadd(y1, y1)
+            y3 = vor(sll16(x, 15), one) if h == 3 else vadd(y2, y2)
+            to = (4 * g + h) * 64
+            u0, u1, u2, u3 = _lookup16(lut, lb0 + to, hi, lo)
+            c0 = vadd(c0, vadd(sign16(u0, y0), sign16(u2, y2)))
+            c1 = vadd(c1, vadd(sign16(u1, y1), sign16(u3, y3)))
+            u0, u1, u2, u3 = _lookup16(lut, lb1 + to, hi, lo)
+            d0 = vadd(d0, vadd(sign16(u0, y0), sign16(u2, y2)))
+            d1 = vadd(d1, vadd(sign16(u1, y1), sign16(u3, y3)))
+            y0 = vadd(y3, y3)
+    acc_lo_i32(cbuf, co0, c0)
+    acc_hi_i32(cbuf, co0 + 32, c0)
+    acc_lo_i32(cbuf, co0 + 64, c1)
+    acc_hi_i32(cbuf, co0 + 96, c1)
+    acc_lo_i32(cbuf, co1, d0)
+    acc_hi_i32(cbuf, co1 + 32, d0)
+    acc_lo_i32(cbuf, co1 + 64, d1)
+    acc_hi_i32(cbuf, co1 + 96, d1)
+
+
+@kernel()
 def _tl2_two_block(wb, lut, base, lb, cbuf, co):  # noqa: ANN001, ANN202
     """cbuf[32 rows at byte co] += one 32-row x 32-column tile of the two part (pair indices)."""
     m4 = splat_v32i8(15)
@@ -239,7 +286,11 @@ def _tl2_tile(wb, lut, a, M, K, BM, BK, cbuf, pf):  # noqa: ANN001, ANN202
                 prefetch(wb, ib + x + pf)
             for x in range(0, KK // 8 * 32, 64):
                 prefetch(wb, sb + x + pf // 4)
-            for j in range(n):
+            for j in range(0, n - 1, 2):  # token pairs share the weight decode
+                _tl2_three_block2(wb, lut, ib, sb, (j * E + b * KK) * 32, ((j + 1) * E + b * KK) * 32, KK, cbuf,
+                                  (j * BM + s * 32) * 4, ((j + 1) * BM + s * 32) * 4)
+            if n % 2:
+                j = n - 1
                 _tl2_three_block(wb, lut, ib, sb, (j * E + b * KK) * 32, KK, cbuf, (j * BM + s * 32) * 4)
     for b in range(two_k // 32):
         for s in range(S):
@@ -249,15 +300,14 @@ def _tl2_tile(wb, lut, a, M, K, BM, BK, cbuf, pf):  # noqa: ANN001, ANN202
 
 
 @kernel(parallel=True)
-def tl2_avx2(wb, lut, M, K, BM, BK, out, pf):  # noqa: ANN001, ANN201
-    """out[n, M] = Σ_k t·q (int32) from TL2 bytes wb and `build_lut_tl2` tables; row tiles in parallel."""
+def tl2_avx2(wb, lut, M, K, BM, BK, out_i, out_f, s, scale, pf):  # noqa: ANN001, ANN201
+    """Σ_k t·q from TL2 bytes wb and `build_lut_tl2` tables into out_i[n, M] (int32), or, when
+    out_i has no rows, rescaled into out_f[n, M] (see `emit_rows`); row tiles in parallel."""
     n = lut.shape[0]
     for a in prange(M // BM):
         cbuf = np.zeros((n, BM), np.int32)
         _tl2_tile(wb, lut, a, M, K, BM, BK, cbuf, pf)
-        for j in range(n):
-            for r in range(BM):
-                out[j, a * BM + r] = cbuf[j, r]
+        emit_rows(cbuf, a, out_i, out_f, s, scale)
 
 
 # ---- TL1 ------------------------------------------------------------------------------------
@@ -318,12 +368,11 @@ def _tl1_tile(wb, lut, a, M, K, BM, BK, bm, cbuf, pf):  # noqa: ANN001, ANN202
 
 
 @kernel(parallel=True)
-def tl1_avx2(wb, lut, M, K, BM, BK, bm, out, pf):  # noqa: ANN001, ANN201
-    """out[n, M] = Σ_k t·q (int32) from TL1 bytes wb and `build_lut_tl1` tables; row tiles in parallel."""
+def tl1_avx2(wb, lut, M, K, BM, BK, bm, out_i, out_f, s, scale, pf):  # noqa: ANN001, ANN201
+    """Σ_k t·q from TL1 bytes wb and `build_lut_tl1` tables into out_i[n, M] (int32), or, when
+    out_i has no rows, rescaled into out_f[n, M] (see `emit_rows`); row tiles in parallel."""
     n = lut.shape[0]
     for a in prange(M // BM):
         cbuf = np.zeros((n, BM), np.int32)
         _tl1_tile(wb, lut, a, M, K, BM, BK, bm, cbuf, pf)
-        for j in range(n):
-            for r in range(BM):
-                out[j, a * BM + r] = cbuf[j, r]
+        emit_rows(cbuf, a, out_i, out_f, s, scale)

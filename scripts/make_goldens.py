@@ -174,6 +174,18 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def measure_floors(model, ref_dir: Path, ids: list[int], logits: np.ndarray) -> dict[str, dict]:
+    """How far transformers moves from its own full pass when only the float evaluation order
+    changes (cache, chunking, SDPA), when it rounds less (fp64) or by one ulp (perturbed)."""
+    return {
+        "incremental": floor_of(logits, cached_logits(model, ids, [1] * len(ids))),
+        "chunked": floor_of(logits, cached_logits(model, ids, [7, 1, 9, len(ids) - 17])),
+        "sdpa": floor_of(logits, full_logits(load_reference(ref_dir, "sdpa"), ids)),
+        "fp64": floor_of(logits, full_logits_fp64(ref_dir, ids)),
+        "ulp_perturbed": perturbed_floor(model, ids, logits),
+    }
+
+
 def make_family(family: str, out_root: Path, work: Path) -> dict:
     import tokenizers
     import torch
@@ -188,15 +200,7 @@ def make_family(family: str, out_root: Path, work: Path) -> dict:
     assert ids[0] == gids[0] == tc.N_BASE_TOKENS and len(ids) == N_LOGITS, (ids, gids)
 
     logits = full_logits(model, ids)
-    # The floor: how far transformers moves from its own full pass when only the float
-    # evaluation order changes (cache, chunking, SDPA), or when it rounds less (fp64).
-    floors = {
-        "incremental": floor_of(logits, cached_logits(model, ids, [1] * len(ids))),
-        "chunked": floor_of(logits, cached_logits(model, ids, [7, 1, 9, len(ids) - 17])),
-        "sdpa": floor_of(logits, full_logits(load_reference(ref_dir, "sdpa"), ids)),
-        "fp64": floor_of(logits, full_logits_fp64(ref_dir, ids)),
-        "ulp_perturbed": perturbed_floor(model, ids, logits),
-    }
+    floors = measure_floors(model, ref_dir, ids, logits)
     greedy_ids, gaps = greedy(model, gids, N_GREEDY)
     sorted_rows = np.sort(logits, axis=1)
     golden = {

@@ -30,6 +30,7 @@ class CharTokenizer:
         self.bos_id, self.eos_id = 0, 1
         self.eos_ids = frozenset({1, 2})
         self.chat_template = PLACEHOLDER
+        self.vocab_size = len(self.vocab)
 
     def token_to_id(self, text):
         return self.index.get(text)
@@ -270,11 +271,9 @@ def test_run_cnv_enters_chat(fake_load):
 
 # -- on a real (tiny, random) model file -------------------------------------------------------------
 @pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory):
-    from bitnet_cli.dummy import write_dummy_model
-
-    # The 2B-4T layout with bitnet.cpp's placeholder chat template.
-    return write_dummy_model(tmp_path_factory.mktemp("chat") / "tiny.gguf", "test-tiny-2b4t", "i2_s", 0)
+def tiny_model_path(tiny_model):
+    # conftest's 2B-4T-layout model, which carries bitnet.cpp's placeholder chat template.
+    return tiny_model
 
 
 def test_real_model_session_reuses_cache(tiny_model_path):

@@ -27,7 +27,7 @@ def _supported(family: str, outtype: str) -> bool:
     from bitnet_cli.modelfile import tensor_nbytes
 
     ttype = outtype_of(outtype)
-    for M, K in tc._linear_shapes(tc.SPECS[family]).values():
+    for M, K in tc.linear_shapes(tc.SPECS[family]).values():
         if shape_problem(ttype, M, K) is not None:
             return False
         try:

@@ -220,3 +220,125 @@ def test_no_network_is_one_line(tmp_path):
         port = s.getsockname()[1]
     r = bitnet("download", "org/tiny-bitnet", env={"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_CACHE": str(tmp_path)})
     assert "cannot reach the hub" in one_error_line(r)
+
+
+# --------------------------------------------------------------------------------------------
+# bitnet setup: download -> convert -> tune, from a prepared cache with no network
+# --------------------------------------------------------------------------------------------
+REPO_2B4T = "microsoft/BitNet-b1.58-2B-4T"
+
+
+@pytest.fixture(scope="module")
+def offline_cache(tmp_path_factory) -> Path:
+    """An HF cache holding a tiny 2B-4T-layout checkpoint under the real repo id, and a GGUF repo."""
+    import tiny_checkpoints as tc
+
+    cache = tmp_path_factory.mktemp("hfcache")
+    snap = make_cache(cache, REPO_2B4T, {})
+    tc.write_checkpoint("bitnet-packed", snap)
+    return cache
+
+
+def test_setup_end_to_end_offline_then_skips(offline_cache, tmp_path):
+    env = {"HF_HUB_CACHE": str(offline_cache), "HF_HUB_OFFLINE": "1"}
+    args = ("setup", "-hr", REPO_2B4T, "-md", str(tmp_path / "models"), "-ld", str(tmp_path / "logs"), "-q", "i2_s", "-p")
+    r = bitnet(*args, env=env)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "models" / "BitNet-b1.58-2B-4T" / "ggml-model-i2_s.gguf"
+    assert r.stdout.strip() == str(out)
+    from bitnet_cli.modelfile import open_model_file
+
+    assert open_model_file(out).arch == "bitnet-b1.58"
+    for step in ("download", "convert", "tune"):
+        assert f"{step}" in r.stderr and (tmp_path / "logs" / f"{step}.log").stat().st_size > 0
+    assert "skipped" not in r.stderr
+    mtime = out.stat().st_mtime_ns
+    again = bitnet(*args, env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("already done, skipped") == 3
+    assert out.stat().st_mtime_ns == mtime
+
+
+def test_setup_with_a_model_in_hand_only_tunes(tmp_path, monkeypatch):
+    """-m FILE: no download or convert; tuning writes its cache (redirected here) and warms up."""
+    import tiny_checkpoints as tc
+    from bitnet_cli.convert import convert_checkpoint
+    from bitnet_cli.setup_pipeline import SetupPlan, run_setup, tuning_jobs
+    import bitnet_kernels.tune as kt
+
+    model = convert_checkpoint(tc.write_checkpoint("falcon-e", tmp_path / "ckpt"), tmp_path / "m.gguf")
+    assert tuning_jobs(model) == {"i2_s": [(128, 128), (64, 128), (384, 128), (128, 384)], "f16": [(tc.VOCAB, 128)]}
+    monkeypatch.setattr(kt, "cache_path", lambda: tmp_path / "tuned.json")
+    lines: list[str] = []
+    plan = SetupPlan(model=model, log_dir=tmp_path / "logs", threads=1)
+    assert run_setup(plan, lines.append) == model
+    assert len(lines) == 1 and lines[0].startswith("[1/1] tune") and "tuned for 1 threads" in lines[0]
+    saved = json.loads((tmp_path / "tuned.json").read_text())
+    keys = [k for host in saved["hosts"].values() for k in host]
+    assert any(k.startswith("i2_s|384x128|") for k in keys) and any(k.startswith("f16|") for k in keys)
+    lines.clear()
+    run_setup(plan, lines.append)
+    assert "already done, skipped" in lines[0]
+
+
+def test_setup_errors_are_one_line(offline_cache, tmp_path):
+    env = {"HF_HUB_CACHE": str(offline_cache), "HF_HUB_OFFLINE": "1"}
+    cases = [
+        (("-hr", "microsoft/bitnet-embedding-270m"), "embedding model"),
+        (("-hr", "org/not-cached"), "not in the local cache"),
+        (("-hr", REPO_2B4T, "-q", "q4_0"), "unknown quant type"),
+        (("-m", str(tmp_path / "none.gguf")), "no model file"),
+        (("-md", str(tmp_path)), "no HF checkpoint"),
+    ]
+    for args, expect in cases:
+        r = bitnet("setup", *args, "-ld", str(tmp_path / "logs"), "-md" if "-md" not in args else "--revision",
+                   str(tmp_path / "models") if "-md" not in args else "main", env=env)
+        assert expect in one_error_line(r), (args, r.stderr)
+
+
+def test_setup_from_the_prebuilt_gguf_repo(tmp_path):
+    """A GGUF repo is not converted: its file is placed at <model-dir>/<name>/ggml-model-i2_s.gguf."""
+    import tiny_checkpoints as tc
+    from bitnet_cli.convert import convert_checkpoint
+
+    cache = tmp_path / "cache"
+    snap = make_cache(cache, "microsoft/BitNet-b1.58-2B-4T-gguf", {"README.md": b"x"})
+    src = convert_checkpoint(tc.write_checkpoint("bitnet-bf16", tmp_path / "ckpt"), snap / "ggml-model-i2_s.gguf")
+    r = bitnet("setup", "-hr", "microsoft/BitNet-b1.58-2B-4T-gguf", "-md", str(tmp_path / "models"),
+               "-ld", str(tmp_path / "logs"), "-p", env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "models" / "BitNet-b1.58-2B-4T-gguf" / "ggml-model-i2_s.gguf"
+    assert r.stdout.strip() == str(out) and out.read_bytes() == src.read_bytes()
+
+
+def _script(name: str):  # noqa: ANN202
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / name
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_")[:-3], path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_setup_env_script_mirrors_upstream_flags():
+    mod = _script("setup_env.py")
+    args = mod.parse_args(["-hr", "tiiuae/Falcon3-1B-Instruct-1.58bit", "-md", "m", "-ld", "l", "-q", "i2_s", "--quant-embd", "-p"])
+    assert mod.to_cli(args) == ["setup", "-md", "m", "-ld", "l", "-q", "i2_s", "-hr", "tiiuae/Falcon3-1B-Instruct-1.58bit",
+                                "--quant-embd", "--use-pretuned"]
+    with pytest.raises(SystemExit):
+        mod.parse_args(["-hr", "someone/else"])  # upstream restricts -hr to its 17 repos
+
+
+def test_convert_helper_script_writes_i2s_next_to_the_checkpoint(tmp_path):
+    import tiny_checkpoints as tc
+    from bitnet_cli.modelfile import GGMLType, open_model_file
+
+    src = tc.write_checkpoint("bitnet-bf16", tmp_path / "m")
+    before = sorted(p.name for p in src.iterdir())
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "scripts" / "convert-helper-bitnet.py"),
+                        str(src)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = src / "ggml-model-i2s-bitnet.gguf"
+    assert open_model_file(out).tensors["blk.0.attn_q.weight"].ggml_type == GGMLType.I2_S
+    assert sorted(p.name for p in src.iterdir()) == sorted(before + [out.name])  # checkpoint untouched

@@ -216,6 +216,19 @@ def test_duplicate_name_and_unknown_type(tmp_path: Path, model_path: Path) -> No
     _expect(_patched(tmp_path, raw, pos + 4, struct.pack("<Q", 100)), "multiple of 256")
 
 
+def test_duplicate_metadata_key(tmp_path: Path) -> None:
+    p = write_model_file(tmp_path / "k.gguf", {"general.architecture": "bitnet", "k.aa": 1, "k.ab": 2}, [])
+    raw = p.read_bytes()
+    _expect(_patched(tmp_path, raw, raw.index(b"k.ab"), b"k.aa"), "Duplicate k.aa")
+
+
+def test_typed_metadata_copies_exact_types(tmp_path: Path, model_path: Path) -> None:
+    mf = open_model_file(model_path)
+    copy = open_model_file(write_model_file(tmp_path / "c.gguf", mf.typed_metadata(), []))
+    assert dict(copy.metadata_types) == dict(mf.metadata_types)
+    assert copy.metadata["some.u64"] == 2**40 and copy.metadata["tokenizer.ggml.tokens"] == ["a", "é", "<|eot_id|>"]
+
+
 def test_type_39_is_tl2_for_bitnet_and_mxfp4_otherwise(tmp_path: Path) -> None:
     spec = [TensorSpec("w", (256, 512), GGMLType.TL2, lambda: np.zeros(tensor_nbytes(GGMLType.TL2, (256, 512)), np.uint8))]
     p = write_model_file(tmp_path / "tl2.gguf", {"general.architecture": "bitnet"}, spec)
@@ -234,6 +247,11 @@ def test_writer_leaves_nothing_behind_on_errors(tmp_path: Path) -> None:
     bad = [TensorSpec("a", (4,), GGMLType.F32, lambda: np.zeros(4, np.float32)), TensorSpec("b", (4,), GGMLType.F32, boom)]
     with pytest.raises(RuntimeError, match="producer failed"):
         write_model_file(out, {"general.architecture": "bitnet"}, bad)
+    def interrupt() -> np.ndarray:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C while writing
+        write_model_file(out, {"general.architecture": "bitnet"}, [TensorSpec("c", (4,), GGMLType.F32, interrupt)])
     wrong = [TensorSpec("a", (4,), GGMLType.F32, lambda: np.zeros(5, np.float32))]
     with pytest.raises(ValueError, match="expected 16"):
         write_model_file(out, {"general.architecture": "bitnet"}, wrong)
@@ -257,3 +275,18 @@ def test_writer_streams_in_order_with_progress(tmp_path: Path) -> None:
     assert calls == ["x", "y", "z"]
     assert seen == [(32, 96, "x"), (64, 96, "y"), (96, 96, "z")]
     np.testing.assert_array_equal(open_model_file(p).array("z"), np.full(8, 3, np.float32))
+
+
+def test_writer_checks_free_space_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from bitnet_cli.errors import UserError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(100, 90, 10))
+    called = []
+    spec = [TensorSpec("a", (64,), GGMLType.F32, lambda: called.append(1) or np.zeros(64, np.float32))]
+    with pytest.raises(UserError, match="not enough disk space"):
+        write_model_file(tmp_path / "big.gguf", {"general.architecture": "bitnet"}, spec)
+    assert not called and list(tmp_path.iterdir()) == []

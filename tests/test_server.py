@@ -108,7 +108,8 @@ def test_stream_ends_with_done(server):
     events = [e for e in data.decode().split("\n\n") if e]
     assert events[-1] == "data: [DONE]"
     assert all(e.startswith("data: ") for e in events)
-    assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] == "stop"
+    final = json.loads(events[-2][6:])
+    assert final["choices"][0]["finish_reason"] == "stop" and final["timings"]["predicted_n"] == 12
 
 
 def test_max_tokens_and_stop(client):
@@ -124,6 +125,11 @@ def test_text_completion(client):
     assert r.choices[0].finish_reason == "length"
     chunks = list(client.completions.create(model="tiny", prompt="Assistant: ", max_tokens=5, stream=True))
     assert "".join(c.choices[0].text for c in chunks) == "Hello"
+
+
+def test_ignore_eos_runs_to_max_tokens(client):
+    r = client.chat.completions.create(model="tiny", messages=MSGS, max_tokens=15, extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 15
 
 
 def test_logit_bias_and_sampling_fields(client, server):
@@ -163,6 +169,10 @@ def test_prefix_reuse_across_requests(client, server):
     ({"messages": [{"role": "wizard", "content": "x"}]}, "needs a role"),
     ({"messages": MSGS, "temperature": "hot"}, "'temperature' must be a number"),
     ({"messages": MSGS, "temperature": -1}, "temperature must be >= 0"),
+    ('{"messages": [{"role": "user", "content": "x"}], "top_k": NaN}', "'top_k' must be an integer"),
+    ({"messages": MSGS, "seed": 1.5}, "'seed' must be an integer"),
+    ({"messages": MSGS, "logit_bias": {"99999": 1}}, "out of range"),
+    ({"prompt": "x"}, "non-empty list"),
     ({"messages": MSGS, "n": 2}, "only n=1"),
     ({"messages": MSGS, "max_tokens": 0}, "at least 1"),
     ({"messages": MSGS, "max_tokens": 100000}, "at most 256"),
@@ -322,12 +332,10 @@ def test_run_inference_server_script_maps_upstream_flags():
 
 # -- on a real (tiny, random) model file -------------------------------------------------------------
 @pytest.fixture(scope="session")
-def tiny_server(tmp_path_factory):
+def tiny_server(tiny_model):
     import bitnet_cli
-    from bitnet_cli.dummy import write_dummy_model
 
-    path = write_dummy_model(tmp_path_factory.mktemp("serve") / "tiny.gguf", "test-tiny-2b4t", "i2_s", 0)
-    engine = Engine(lambda: bitnet_cli.load(path, n_ctx=128, threads=1))
+    engine = Engine(lambda: bitnet_cli.load(tiny_model, n_ctx=128, threads=1))
     httpd = _serve(engine)
     yield httpd
     httpd.shutdown()

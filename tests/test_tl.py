@@ -12,6 +12,7 @@ from bitnet_kernels.tl1 import (
     tl1_linear,
     tl1_linear_ref,
     tl1_matmul_int,
+    tl1_tables,
     unpack_tl1,
 )
 from bitnet_kernels.tl2 import (
@@ -21,6 +22,7 @@ from bitnet_kernels.tl2 import (
     tl2_linear,
     tl2_linear_ref,
     tl2_matmul_int,
+    tl2_tables,
     unpack_tl2,
 )
 from bitnet_kernels.tl_common import (
@@ -252,6 +254,13 @@ def test_linear_kernels_match_references(isa: str) -> None:
     w2 = prepare_tl2(pack_tl2(t, 0.7, 64, 192), M, K, 64, 192)
     np.testing.assert_array_equal(tl1_linear(w1, q, s, isa=isa), tl1_linear_ref(t, 0.7, x))
     np.testing.assert_array_equal(tl2_linear(w2, q, s, isa=isa), tl2_linear_ref(t, 0.7, x, 192))
+    if isa == "avx2":  # one table build shared by weights of the same K (and K % BK for TL2)
+        y1 = tl1_linear(w1, q, s, isa=isa, tables=tl1_tables(q))
+        y2 = tl2_linear(w2, q, s, isa=isa, tables=tl2_tables(q, K, 192))
+        np.testing.assert_array_equal(y1, tl1_linear_ref(t, 0.7, x))
+        np.testing.assert_array_equal(y2, tl2_linear_ref(t, 0.7, x, 192))
+        with pytest.raises(ValueError):
+            tl2_linear(w2, q, s, isa=isa, tables=tl2_tables(q, K, 96))  # other split point
 
 
 def test_prepare_uses_file_bytes_in_place() -> None:

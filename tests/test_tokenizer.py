@@ -189,3 +189,41 @@ def test_metadata_from_hf_folder(tmp_path: Path, md: dict[str, Any], tok: Tokeni
     again = Tokenizer.from_metadata(hf)
     for text in TEXTS:
         assert again.encode(text + "<|eot_id|>") == tok.encode(text + "<|eot_id|>")
+
+
+def _pb_field(field: int, wire: int, payload: bytes | int) -> bytes:
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+
+    key = varint(field << 3 | wire)
+    if wire == 0:
+        return key + varint(int(payload))
+    if wire == 5:
+        return key + bytes(payload)
+    return key + varint(len(payload)) + bytes(payload)
+
+
+def test_metadata_from_sentencepiece_folder(tmp_path: Path) -> None:
+    import struct
+
+    ref = _spm_md()
+    model = b""
+    for piece, score, ttype in zip(ref["tokenizer.ggml.tokens"], ref["tokenizer.ggml.scores"], ref["tokenizer.ggml.token_type"]):
+        body = _pb_field(1, 2, piece.encode()) + _pb_field(2, 5, struct.pack("<f", score)) + _pb_field(3, 0, int(ttype))
+        model += _pb_field(1, 2, body)
+    model += _pb_field(2, 2, _pb_field(3, 0, 2))  # TrainerSpec.model_type = BPE
+    (tmp_path / "tokenizer.model").write_bytes(model)
+    n = len(ref["tokenizer.ggml.tokens"])
+    cfg = {"added_tokens_decoder": {str(n): {"content": "<pad>", "special": True}}, "bos_token": "<s>", "eos_token": "</s>"}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    md = tokenizer_metadata_from_hf(tmp_path)
+    assert md["tokenizer.ggml.model"] == "llama" and md["tokenizer.ggml.tokens"][:n] == ref["tokenizer.ggml.tokens"]
+    assert md["tokenizer.ggml.tokens"][n] == "<pad>" and len(md["tokenizer.ggml.scores"]) == n + 1
+    assert (md["tokenizer.ggml.bos_token_id"], md["tokenizer.ggml.eos_token_id"]) == (1, 2)
+    tok, expected = Tokenizer.from_metadata(md), Tokenizer.from_metadata(ref)
+    assert tok.encode("hello world é<pad>") == expected.encode("hello world é") + [n]

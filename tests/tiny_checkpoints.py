@@ -160,7 +160,7 @@ def _float_entry(x: np.ndarray, storage: str) -> tuple[str, tuple[int, ...], byt
 # ---------------------------------------------------------------------------------------------
 # weights
 # ---------------------------------------------------------------------------------------------
-def _linear_shapes(f: Family) -> dict[str, tuple[int, int]]:
+def linear_shapes(f: Family) -> dict[str, tuple[int, int]]:
     hd = f.hidden // f.heads
     kv = f.kv_heads * hd
     return {
@@ -168,6 +168,9 @@ def _linear_shapes(f: Family) -> dict[str, tuple[int, int]]:
         "o_proj": (f.hidden, f.hidden), "gate_proj": (f.intermediate, f.hidden),
         "up_proj": (f.intermediate, f.hidden), "down_proj": (f.hidden, f.intermediate),
     }
+
+
+_linear_shapes = linear_shapes  # the name tests/test_convert.py uses
 
 
 def _module(name: str) -> str:
@@ -196,7 +199,7 @@ def make_weights(f: Family) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
         if has_sub_norms:
             out[p + f"self_attn.{sub_attn}.weight"] = _float_entry(norm(f.hidden), f.storage)
             out[p + f"mlp.{sub_ffn}.weight"] = _float_entry(norm(f.intermediate), f.storage)
-        for lin, shape in _linear_shapes(f).items():
+        for lin, shape in linear_shapes(f).items():
             key = p + f"{_module(lin)}.{lin}"
             w = _representable(rng.standard_normal(shape, dtype=np.float32) * LINEAR_STD)
             if f.packed is None:

@@ -47,7 +47,7 @@ def convert(
     from bitnet_cli import hub
     from bitnet_cli.convert import convert_checkpoint
 
-    folder = hub.resolve_model(src, revision=revision)
+    folder = hub.resolve_model(src, revision=revision, include=list(hub.CHECKPOINT_PATTERNS))
     if outfile is None:
         base = folder if Path(src).exists() else Path("models") / src.split("/")[-1]
         outfile = base / f"ggml-model-{outtype.value}.gguf"

@@ -1,7 +1,7 @@
 """Lazy, tensor-by-tensor access to a Hugging Face checkpoint directory (safetensors).
 
-The safetensors header is parsed by hand so that every dtype works (numpy has no bfloat16) and
-each tensor is a zero-copy view into a memory map: nothing is read until a tensor is used.
+The safetensors header is parsed by hand so that every dtype works (numpy has no bfloat16), and
+each tensor is read only when it is used, so one tensor at a time is in memory.
 """
 from __future__ import annotations
 
@@ -82,7 +82,6 @@ class Checkpoint:
         self.refs: dict[str, TensorRef] = {}
         for f in self._shards():
             self.refs.update(_read_header(f))
-        self._maps: dict[Path, np.memmap] = {}
 
     def _shards(self) -> list[Path]:
         index = self.path / "model.safetensors.index.json"
@@ -112,28 +111,35 @@ class Checkpoint:
     def dtype(self, name: str) -> str:
         return self.refs[name].dtype
 
-    def raw(self, name: str) -> np.ndarray:
-        """Zero-copy view in the stored dtype (BF16 as uint16 bits)."""
+    def raw(self, name: str, rows: slice | None = None) -> np.ndarray:
+        """The tensor (or a range of its rows) in the stored dtype (BF16 as uint16 bits).
+
+        Read with plain file reads, not a memory map: the pages are ours and are freed with the
+        array, so converting a large checkpoint keeps the resident size at about one tensor.
+        """
         ref = self.refs.get(name)
         if ref is None:
             raise ModelFormatError(f"tensor '{name}' is missing from {self.path}", "the checkpoint is incomplete")
         if ref.dtype not in _DTYPES:
             raise UnsupportedDtype(ref.dtype, name)
-        mm = self._maps.get(ref.file)
-        if mm is None:
-            mm = self._maps[ref.file] = np.memmap(ref.file, dtype=np.uint8, mode="r")
-        dt = np.dtype(_DTYPES[ref.dtype])
-        count = int(np.prod(ref.shape, dtype=np.int64)) if ref.shape else 1
+        dt = np.dtype(_DTYPES[ref.dtype]).newbyteorder("<")
+        shape = ref.shape or (1,)
+        count = int(np.prod(shape, dtype=np.int64))
         if (ref.end - ref.start) != count * dt.itemsize:
             raise ModelFormatError(f"tensor '{name}' has {ref.end - ref.start} bytes; its shape needs {count * dt.itemsize}")
-        return mm[ref.start : ref.end].view(dt).reshape(ref.shape)
+        r0, r1 = (0, shape[0]) if rows is None else rows.indices(shape[0])[:2]
+        row = count // shape[0] if shape[0] else 0
+        n = max(r1 - r0, 0) * row
+        with open(ref.file, "rb") as f:
+            a = np.fromfile(f, dtype=dt, count=n, offset=ref.start + r0 * row * dt.itemsize)
+        if a.size != n:
+            raise ModelFormatError(f"{ref.file.name} is truncated (tensor '{name}')", "re-download it")
+        out_shape = (max(r1 - r0, 0), *shape[1:]) if ref.shape else ()
+        return a.reshape(out_shape)
 
     def float32(self, name: str, rows: slice | None = None) -> np.ndarray:
-        """The tensor (or a row range of it) as float32; only that part is materialised."""
-        a = self.raw(name)
-        if rows is not None:
-            a = a[rows]
-        return to_float32(a, self.refs[name].dtype)
+        """The tensor (or a row range of it) as float32; only that part is read."""
+        return to_float32(self.raw(name, rows), self.refs[name].dtype)
 
 
 class UnsupportedDtype(ModelFormatError):

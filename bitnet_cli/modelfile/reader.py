@@ -162,6 +162,11 @@ class ModelFile:
     def _fail(self, what: str, hint: str = "the file is damaged or not a model file; download or convert it again") -> None:
         raise ModelFormatError(f"{self.path}: {what}", hint)
 
+    def typed_metadata(self) -> dict[str, Any]:
+        """Metadata as `key -> (value, GGUFValueType)` (arrays: the element type), which
+        write_model_file takes as is, so copying a file's keys keeps their exact types."""
+        return {k: (v, self.metadata_types[k][1] or self.metadata_types[k][0]) for k, v in self.metadata.items()}
+
     @property
     def file_type(self) -> int | None:
         """`general.file_type` (see `FileType`), or None when absent."""
@@ -263,6 +268,8 @@ def _check_prefix(path: Path) -> None:
 def open_model_file(path: str | Path) -> ModelFile:
     """Open, validate and memory-map a GGUF model file; raises ModelFormatError with one line."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelFormatError(f"{path} is a folder, not a model file", "pass the path of a .gguf file")
     if not path.is_file():
         raise ModelFormatError(f"{path}: no such file", "check the path")
     _check_prefix(path)

@@ -176,7 +176,13 @@ def _chat_template(cfg: dict[str, Any], model_dir: Path) -> str | None:
     return tpl if isinstance(tpl, str) else None
 
 
-def _pre_of(tj: dict[str, Any]) -> str:
+def _pre_of(tj: dict[str, Any], vocab: dict[str, int]) -> str:
+    """The `tokenizer.ggml.pre` name for a tokenizer.json's pre-tokenizer.
+
+    llama.cpp identifies it by hashing sample encodings; we read the split itself: LLaMA-3's regex,
+    GPT-2's byte-level regex, or else, for Falcon3-style vocabularies, `falcon3` (which llama.cpp
+    splits with LLaMA-3's regex too).
+    """
     from bitnet_cli.tokenizer import LLAMA3_PATTERN
 
     text = json.dumps(tj.get("pre_tokenizer"))
@@ -185,8 +191,10 @@ def _pre_of(tj: dict[str, Any]) -> str:
     pre = tj.get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
         return "gpt-2"
+    if ">>TITLE<<" in vocab:
+        return "falcon3"
     raise UnsupportedModelError(
-        "the tokenizer's pre-tokenizer is neither LLaMA-3's nor GPT-2's", "only byte-level BPE vocabularies of those kinds are supported"
+        "the tokenizer's pre-tokenizer is not LLaMA-3's, GPT-2's or Falcon3's", "only those byte-level BPE vocabularies are supported"
     )
 
 
@@ -206,7 +214,7 @@ def _bpe_keys(tj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     md = {
         "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.pre": _pre_of(tj),
+        "tokenizer.ggml.pre": _pre_of(tj, vocab),
         "tokenizer.ggml.tokens": tokens,
         "tokenizer.ggml.token_type": types,
         "tokenizer.ggml.merges": merges,
@@ -214,36 +222,138 @@ def _bpe_keys(tj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
     return md, {t: i for i, t in enumerate(tokens)}
 
 
-def hf_tokenizer_metadata(model_dir: str | Path) -> dict[str, Any]:
-    """GGUF tokenizer keys from a Hugging Face folder's tokenizer.json and tokenizer_config.json.
+# --- SentencePiece tokenizer.model (a protobuf; read without the sentencepiece package) -----------
 
-    Byte-level BPE vocabularies (LLaMA-3 / GPT-2 style) are supported; SentencePiece-only folders
-    raise UnsupportedModelError.
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    out = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        out |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return out, pos
+
+
+def _proto_fields(buf: bytes) -> list[tuple[int, int, Any]]:
+    """(field number, wire type, value) of one protobuf message, values undecoded."""
+    out, pos = [], 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            n, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + n], pos + n
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        out.append((field, wire, value))
+    return out
+
+
+def _spm_keys(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """tokens, scores and types of a SentencePiece BPE model (ModelProto.pieces = field 1)."""
+    import struct
+
+    tokens, scores, types = [], [], []
+    add_prefix = True
+    for field, _, value in _proto_fields(path.read_bytes()):
+        if field == 1:  # SentencePiece { piece = 1; score = 2; type = 3 }
+            piece = {f: v for f, _, v in _proto_fields(value)}
+            tokens.append(piece.get(1, b"").decode("utf-8", "replace"))
+            scores.append(struct.unpack("<f", piece[2])[0] if 2 in piece else 0.0)
+            types.append(int(piece.get(3, TYPE_NORMAL)))
+        elif field == 2:  # TrainerSpec { model_type = 3 }: 1 unigram, 2 bpe
+            spec = {f: v for f, _, v in _proto_fields(value)}
+            if spec.get(3, 1) != 2:
+                raise UnsupportedModelError(f"{path} is a SentencePiece unigram model", "only SentencePiece BPE vocabularies are supported")
+        elif field == 3:  # NormalizerSpec { add_dummy_prefix = 3 }
+            add_prefix = bool({f: v for f, _, v in _proto_fields(value)}.get(3, 1))
+    md = {
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.scores": np.array(scores, np.float32),
+        "tokenizer.ggml.token_type": np.array(types, np.int32),
+        "tokenizer.ggml.add_space_prefix": add_prefix,
+    }
+    return md, {t: i for i, t in reversed(list(enumerate(tokens)))}
+
+
+def _add_spm_added_tokens(md: dict[str, Any], index: dict[str, int], cfg: dict[str, Any]) -> None:
+    """Tokens added on top of tokenizer.model (tokenizer_config.json's added_tokens_decoder)."""
+    added = {int(i): a for i, a in (cfg.get("added_tokens_decoder") or {}).items()}
+    extra = sorted(i for i in added if i >= len(md["tokenizer.ggml.tokens"]))
+    if not extra:
+        return
+    tokens = list(md["tokenizer.ggml.tokens"])
+    types = list(md["tokenizer.ggml.token_type"])
+    for i in range(len(tokens), extra[-1] + 1):
+        a = added.get(i, {"content": f"[PAD{i}]", "special": False})
+        tokens.append(a["content"])
+        types.append(TYPE_CONTROL if a.get("special") else TYPE_USER_DEFINED)
+        index.setdefault(a["content"], i)
+    md["tokenizer.ggml.tokens"] = tokens
+    md["tokenizer.ggml.token_type"] = np.array(types, np.int32)
+    md["tokenizer.ggml.scores"] = np.concatenate([md["tokenizer.ggml.scores"], np.zeros(len(tokens) - len(md["tokenizer.ggml.scores"]), np.float32)])
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelFormatError(f"cannot read {path}: {e}", "download the model again") from None
+
+
+def _base_keys(model_dir: Path, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+    """The vocabulary: tokenizer.json when it is a byte-level BPE, else tokenizer.model."""
+    tj = _read_json(model_dir / "tokenizer.json")
+    model = tj.get("model") or {}
+    if model.get("type") == "BPE" and not model.get("byte_fallback"):
+        return _bpe_keys(tj)
+    spm = model_dir / "tokenizer.model"
+    if spm.is_file():
+        try:
+            md, index = _spm_keys(spm)
+        except (ValueError, IndexError, KeyError) as e:
+            raise ModelFormatError(f"cannot read {spm}: {e}", "download the model again") from None
+        _add_spm_added_tokens(md, index, cfg)
+        return md, index
+    raise UnsupportedModelError(
+        f"no supported tokenizer in {model_dir}", "need a byte-level BPE tokenizer.json or a SentencePiece tokenizer.model"
+    )
+
+
+def hf_tokenizer_metadata(model_dir: str | Path) -> dict[str, Any]:
+    """GGUF tokenizer keys from a Hugging Face folder.
+
+    The vocabulary comes from tokenizer.json (byte-level BPE, LLaMA-3 or GPT-2 split) or from a
+    SentencePiece BPE tokenizer.model; special tokens, BOS/EOS and the chat template from
+    tokenizer_config.json (falling back to config.json's ids).
     """
     model_dir = Path(model_dir)
-    tj_path = model_dir / "tokenizer.json"
-    if not tj_path.is_file():
-        raise UnsupportedModelError(
-            f"{model_dir} has no tokenizer.json", "only folders with a Hugging Face fast tokenizer are supported"
-        )
-    try:
-        tj = json.loads(tj_path.read_text(encoding="utf-8"))
-        cfg_path = model_dir / "tokenizer_config.json"
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelFormatError(f"cannot read the tokenizer in {model_dir}: {e}", "download the model again") from None
-    if (tj.get("model") or {}).get("type") != "BPE" or (tj["model"].get("byte_fallback")):
-        raise UnsupportedModelError(
-            f"the tokenizer in {model_dir} is not a byte-level BPE", "SentencePiece vocabularies are not supported yet"
-        )
-    md, index = _bpe_keys(tj)
+    cfg = _read_json(model_dir / "tokenizer_config.json")
+    md, index = _base_keys(model_dir, cfg)
+    model_cfg = _read_json(model_dir / "config.json")
+    for key in ("bos", "eos"):
+        value = model_cfg.get(f"{key}_token_id")
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, int) and 0 <= value < len(md["tokenizer.ggml.tokens"]):
+            md[f"tokenizer.ggml.{key}_token_id"] = value
     for key, name in (("bos", "bos_token"), ("eos", "eos_token"), ("padding", "pad_token"), ("unknown", "unk_token")):
         content = _token_content(cfg.get(name))
         if content is not None and content in index:
             md[f"tokenizer.ggml.{key}_token_id"] = index[content]
     if "<|eot_id|>" in index:
         md["tokenizer.ggml.eot_token_id"] = index["<|eot_id|>"]
-    md["tokenizer.ggml.add_bos_token"] = bool(cfg.get("add_bos_token", md["tokenizer.ggml.pre"] == "llama-bpe"))
+    default_bos = md["tokenizer.ggml.model"] == "llama" or md.get("tokenizer.ggml.pre") == "llama-bpe"
+    md["tokenizer.ggml.add_bos_token"] = bool(cfg.get("add_bos_token", default_bos))
     template = _chat_template(cfg, model_dir)
     if template:
         md["tokenizer.chat_template"] = template

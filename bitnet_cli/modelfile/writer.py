@@ -137,8 +137,12 @@ def _check_space(directory: Path, total: int) -> None:
 
 def _plan(metadata: Mapping[str, Any], tensors: Sequence[TensorSpec]) -> tuple[_Writer, int]:
     arch = metadata.get("general.architecture")
+    arch = arch[0] if isinstance(arch, tuple) else arch
     if not isinstance(arch, str):
         raise ValueError("metadata needs a 'general.architecture' string")
+    alignment = metadata.get("general.alignment", ALIGNMENT)
+    if (alignment[0] if isinstance(alignment, tuple) else alignment) != ALIGNMENT:
+        raise ValueError(f"only the default alignment {ALIGNMENT} is written, got general.alignment = {alignment}")
     w = _Writer(None, arch)
     for key, value in metadata.items():
         if key != "general.architecture":
