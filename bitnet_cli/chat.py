@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bitnet_cli.chat_template import render, select_template
@@ -121,6 +121,15 @@ class ChatFormat:
         if self.bos_token and text.startswith(self.bos_token):
             return list(self.tokenizer.encode(text[len(self.bos_token):], add_bos=True))
         return list(self.tokenizer.encode(text))
+
+
+def warm_up(model: Any) -> None:
+    """Run the prefill (several tokens) and decode (one token) paths once, so kernel compilation
+    happens before the first reply instead of inside its timings."""
+    bos = model.tokenizer.bos_id or 0
+    cache = model.new_cache(8)
+    model.forward([bos, bos], cache)
+    model.forward([bos], cache)
 
 
 class ChatSession:

@@ -29,6 +29,18 @@ BITNET_2B4T = (
     "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
 )
 
+# bitnet.cpp's C++ `bitnet` template, for parity with its -cnv mode (pick it by name): the
+# generation prompt rides on every user turn, and only user turns end in <|eot_id|>.
+BITNET_FORK = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ 'System: ' + message['content'] }}"
+    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '<|eot_id|>Assistant: ' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] }}"
+    "{% endif %}"
+    "{% endfor %}"
+)
+
 LLAMA3 = (
     "{% for message in messages %}"
     "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
@@ -62,6 +74,7 @@ PLAIN = (
 
 BUILTIN_TEMPLATES: dict[str, str] = {
     "bitnet-2b4t": BITNET_2B4T,
+    "bitnet-fork": BITNET_FORK,
     "llama3": LLAMA3,
     "falcon3": FALCON3,
     "plain": PLAIN,

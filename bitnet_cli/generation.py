@@ -92,7 +92,7 @@ def stream_generate(
     n_prompt = len(ids) - reused
     prompt_tps = n_prompt / prompt_time if prompt_time > 0 else 0.0
 
-    detok = tok.detokenizer()
+    detok = tok.detokenizer(skip_special=True)
     history = list(ids)
     pending = ""  # text not yet emitted (may be the start of a stop string)
     t_gen = time.perf_counter()

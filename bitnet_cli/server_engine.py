@@ -46,14 +46,14 @@ class Engine:
     # -- loading ---------------------------------------------------------------------------------
     def load(self) -> None:
         """Load (and warm up) the model; errors are kept in ``self.error`` for the server."""
-        from bitnet_cli.chat import ChatFormat
+        from bitnet_cli.chat import ChatFormat, warm_up
 
         try:
             model = self.loader()
             fmt = ChatFormat(model, self.template)
             cache = model.new_cache()
             if self.warmup:
-                model.forward([model.tokenizer.bos_id or 0], model.new_cache(8))
+                warm_up(model)
             self.model, self.format, self.cache = model, fmt, cache
             if self.generate_fn is None:
                 from bitnet_cli.generation import stream_generate

@@ -24,20 +24,15 @@ from bitnet_cli.errors import BitnetError, UserError
 StatusFn = Callable[[str], None]
 
 
-def cpu_arch() -> str:
-    """setup_env.py's aliasing: x86_64 or arm64."""
-    m = platform.machine()
-    if m in ("AMD64", "x86", "x86_64", "i686"):
-        return "x86_64"
-    if m in ("aarch64", "arm64", "ARM64"):
-        return "arm64"
-    return m.lower()
-
-
 def quant_choices() -> list[str]:
-    """The quant types this CPU's kernels run natively: i2_s, plus TL1 on ARM, TL2 on x86."""
-    arch = cpu_arch()
-    return ["i2_s", "tl1"] if arch == "arm64" else (["i2_s", "tl2"] if arch == "x86_64" else ["i2_s"])
+    """The quant types this build's kernels run: I2_S everywhere, TL1/TL2 where their kernels exist.
+
+    bitnet.cpp offers TL1 only on ARM and TL2 only on x86 because each is compiled for one ISA;
+    our TL kernels have an AVX2 and a portable variant, so any CPU runs all three.
+    """
+    import importlib.util
+
+    return ["i2_s"] + [q for q in ("tl1", "tl2") if importlib.util.find_spec(f"bitnet_kernels.{q}") is not None]
 
 
 @dataclass

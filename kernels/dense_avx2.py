@@ -13,7 +13,7 @@ from numba import prange
 from ._jit import kernel
 from .dense_decode import BF16, F16, F32, Q8_0
 from .simd import (
-    as_v32i8, fadd, fmadd, fmul, hsum_v8f32, load_bf16_v8f32, load_f16_scalar, load_f16_v8f32,
+    as_v32i8, cvt_i8_part0, cvt_i8_part1, cvt_i8_part2, cvt_i8_part3, fadd, fmadd, fmul, hsum_v8f32, load_bf16_v8f32, load_f16_scalar, load_f16_v8f32,
     load_i8_v8f32, load_v8f32, load_v32i8, prefetch, sll16, splat_v8f32, splat_v32i8, srl16,
     store_v32i8, vand, vor, vsub, zero_v8f32,
 )
@@ -89,7 +89,7 @@ def _dot_q8_0(W, wo, x, K, pf):  # noqa: ANN001, ANN202
 
 @kernel()
 def _dot_q6_k(W, wo, x, K, pf, qbuf):  # noqa: ANN001, ANN202
-    """Q6_K row: 6-bit codes rebuilt 32 at a time in registers, staged through qbuf (32 bytes)."""
+    """Q6_K row: 6-bit codes rebuilt 32 at a time in registers and widened to f32 there."""
     m4 = splat_v32i8(0xF)
     m3 = splat_v32i8(3)
     c32 = splat_v32i8(32)
@@ -109,11 +109,11 @@ def _dot_q6_k(W, wo, x, K, pf, qbuf):  # noqa: ANN001, ANN202
                 ql = qa if (c & 1) == 0 else qb
                 lo = vand(srl16(ql, 4 * (c >> 1)), m4)
                 hi = sll16(vand(srl16(qh, 2 * c), m3), 4)
-                store_v32i8(qbuf, 0, vsub(vor(lo, hi), c32))
+                qv = vsub(vor(lo, hi), c32)
                 j = 128 * h + 32 * c
                 xo = 4 * (256 * b + j)
-                t0 = fmadd(load_i8_v8f32(qbuf, 8), load_v8f32(x, xo + 32), fmul(load_i8_v8f32(qbuf, 0), load_v8f32(x, xo)))
-                t1 = fmadd(load_i8_v8f32(qbuf, 24), load_v8f32(x, xo + 96), fmul(load_i8_v8f32(qbuf, 16), load_v8f32(x, xo + 64)))
+                t0 = fmadd(cvt_i8_part1(qv), load_v8f32(x, xo + 32), fmul(cvt_i8_part0(qv), load_v8f32(x, xo)))
+                t1 = fmadd(cvt_i8_part3(qv), load_v8f32(x, xo + 96), fmul(cvt_i8_part2(qv), load_v8f32(x, xo + 64)))
                 d0 = d * np.float32(np.int8(W[o + 192 + j // 16]))
                 d1 = d * np.float32(np.int8(W[o + 193 + j // 16]))
                 a0 = fmadd(splat_v8f32(d0), t0, a0)

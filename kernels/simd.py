@@ -18,7 +18,7 @@ from numba.extending import intrinsic, models, register_model
 __all__ = [
     "VecType", "v32i8", "v16i16", "v8i32", "v8f32", "load_v8f32", "store_v8f32", "load_f16_v8f32",
     "load_bf16_v8f32", "load_i8_v8f32", "load_f16_scalar", "zero_v8f32", "splat_v8f32", "fadd", "fmul",
-    "fmadd", "hsum_v8f32", "cvt_v8i32_v8f32",
+    "fmadd", "hsum_v8f32", "cvt_v8i32_v8f32", "cvt_i8_part0", "cvt_i8_part1", "cvt_i8_part2", "cvt_i8_part3",
     "load_v32i8", "load_v16i16", "load_v8i32", "load_bcast128", "store_v8i32", "store_v16i16",
     "store_v32i8", "prefetch", "zero_v32i8", "zero_v16i16", "zero_v8i32", "splat_v32i8",
     "splat_v16i16", "vadd", "vsub", "vand", "vor", "vxor", "srl16", "sll16", "srl_bytes", "sra32",
@@ -463,3 +463,26 @@ def cvt_v8i32_v8f32(typingctx, a):  # noqa: ANN001, ANN202
         return builder.sitofp(args[0], _llty(v8f32))
 
     return v8f32(a), codegen
+
+
+def _make_i8_part(part: int):  # noqa: ANN202
+    @intrinsic
+    def cvt(typingctx, a):  # noqa: ANN001, ANN202
+        """Bytes 8*part .. 8*part+7 of a v32i8 as 8 f32 (sign-extended), without a memory round trip."""
+        if a != v32i8:
+            return None
+
+        def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), 8), list(range(8 * part, 8 * part + 8)))
+            v = builder.shuffle_vector(args[0], ir.Constant(_llty(v32i8), ir.Undefined), mask)
+            return builder.sitofp(builder.sext(v, ir.VectorType(ir.IntType(32), 8)), _llty(v8f32))
+
+        return v8f32(a), codegen
+
+    return cvt
+
+
+cvt_i8_part0 = _make_i8_part(0)
+cvt_i8_part1 = _make_i8_part(1)
+cvt_i8_part2 = _make_i8_part(2)
+cvt_i8_part3 = _make_i8_part(3)

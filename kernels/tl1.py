@@ -174,12 +174,13 @@ def _tl1_portable(wb, q, qsum, M, K, BM, BK, bm, out_i, out_f, s_act, scale):  #
         emit_rows(acc, a, out_i, out_f, s_act, scale)
 
 
-def tl1_tables(q: np.ndarray) -> np.ndarray:
-    """AVX2 per-token tables for `q` (uint8[n, K/2, 32]); weights with the same K can share one
-    build via `tl1_linear(..., tables=)`."""
+def tl1_tables(q: np.ndarray, bm: int) -> np.ndarray:
+    """AVX2 per-token tables for `q`: uint8[n, K/2, 32] for bm 64, uint8[n, K/8, 128] (pairs
+    grouped by four) for bm 32. Weights with the same K and bm can share one build via
+    `tl1_linear(..., tables=)`."""
     from .tl_simd import build_lut_tl1
 
-    return build_lut_tl1(np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8))
+    return build_lut_tl1(np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8), bm == 32)
 
 
 def _run(w: TL1Weight, q: np.ndarray, out_i: np.ndarray, out_f: np.ndarray, s: np.ndarray, isa: str | None, pf: int,
@@ -188,8 +189,8 @@ def _run(w: TL1Weight, q: np.ndarray, out_i: np.ndarray, out_f: np.ndarray, s: n
     if (isa or w.isa) == "avx2":
         from .tl_simd import tl1_avx2
 
-        lut = tl1_tables(q) if tables is None else tables
-        if lut.shape != (q.shape[0], w.K // 2, 32):
+        lut = tl1_tables(q, c.bm) if tables is None else tables
+        if lut.shape != ((q.shape[0], w.K // 8, 128) if c.bm == 32 else (q.shape[0], w.K // 2, 32)):
             raise ValueError(f"TL1 tables of shape {lut.shape} do not fit this {w.M}x{w.K} weight")
         tl1_avx2(w.data, lut, w.M, w.K, c.BM, c.BK, c.bm, out_i, out_f, s, w.scale, pf)
     else:
@@ -209,7 +210,7 @@ def tl1_linear(w: TL1Weight, q: np.ndarray, s: np.ndarray, *, isa: str | None = 
                tables: np.ndarray | None = None) -> np.ndarray:
     """y[n, M] = float32(Σ t·q) / s * w_scale in float32, with (q, s) from `quantize_activations_tl`.
 
-    `tables`: optional prebuilt `tl1_tables(q)` (AVX2 path) shared across weights.
+    `tables`: optional prebuilt `tl1_tables(q, bm)` (AVX2 path) shared across weights.
     """
     q = np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8)  # [n, K]
     y = np.empty((q.shape[0], w.M), dtype=np.float32)

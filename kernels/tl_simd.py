@@ -118,26 +118,32 @@ _T0, _T1, _T2, _P0, _P1 = _digit_planes()  # int32[16] each: digit of every tabl
 
 
 @kernel()
-def _pair_tables(q, k0, k1, lut, e0):  # noqa: ANN001, ANN202
-    """Pair tables for columns [k0, k1) of q into lut[:, e0:, :]: entry idx = d0*q0 + d1*q1,
-    as a low-byte plane (16 bytes) then a high-byte plane."""
+def _pair_tables(q, k0, k1, flat, off0, grouped):  # noqa: ANN001, ANN202
+    """Pair tables for columns [k0, k1) of q into flat[n, bytes] from byte off0: entry
+    idx = d0*q0 + d1*q1, as a 16-byte low-byte plane and a 16-byte high-byte plane.
+
+    Plain: pair p at p*32 (plane*16 + e). Grouped (TL1 bm 32): pairs 4m + 2w + h at
+    m*128 + h*64 + plane*32 + w*16 + e, so one 32-byte load gives pair 4m+h in the low lane and
+    4m+2+h in the high lane, matching the two 16-row slots of a weight load.
+    """
     for j in range(q.shape[0]):
         for p in range((k1 - k0) // 2):
             x0, x1 = np.int32(q[j, k0 + 2 * p]), np.int32(q[j, k0 + 2 * p + 1])
-            row = lut[j, e0 + p]
+            o = off0 + ((p // 4) * 128 + (p % 2) * 64 + (p // 2 % 2) * 16 if grouped else p * 32)
+            step = 32 if grouped else 16  # bytes from the low-byte plane to the high-byte plane
             for i in range(16):
                 v = _P0[i] * x0 + _P1[i] * x1
-                row[i] = np.uint8(v & 0xFF)
-                row[16 + i] = np.uint8((v >> 8) & 0xFF)
+                flat[j, o + i] = np.uint8(v & 0xFF)
+                flat[j, o + step + i] = np.uint8((v >> 8) & 0xFF)
 
 
 @kernel()
-def build_lut_tl1(q):  # noqa: ANN001, ANN201
-    """uint8[n, K/2, 32]: per pair, low-byte plane then high-byte plane of the 16 int16 entries."""
+def build_lut_tl1(q, grouped):  # noqa: ANN001, ANN201
+    """TL1 tables: uint8[n, K/2, 32] (plain, for bm 64) or uint8[n, K/8, 128] (grouped, bm 32)."""
     n, K = q.shape
-    lut = np.empty((n, K // 2, 32), np.uint8)
-    _pair_tables(q, 0, K, lut, 0)
-    return lut
+    lut = np.empty((n, K * 16), np.uint8)
+    _pair_tables(q, 0, K, lut, 0, grouped)
+    return lut.reshape((n, K // 8, 128)) if grouped else lut.reshape((n, K // 2, 32))
 
 
 @kernel()
@@ -153,7 +159,7 @@ def build_lut_tl2(q, three_k):  # noqa: ANN001, ANN201
                 v = _T0[i] * x0 + _T1[i] * x1 + _T2[i] * x2
                 row[i] = np.uint8(v & 0xFF)
                 row[16 + i] = np.uint8((v >> 8) & 0xFF)
-    _pair_tables(q, three_k, K, lut, three_k // 3)
+    _pair_tables(q, three_k, K, lut.reshape((n, lut.shape[1] * 32)), three_k // 3 * 32, False)
     return lut
 
 
@@ -313,58 +319,64 @@ def tl2_avx2(wb, lut, M, K, BM, BK, out_i, out_f, s, scale, pf):  # noqa: ANN001
 # ---- TL1 ------------------------------------------------------------------------------------
 
 @kernel()
-def _tl1_block(wb, base, lut, lb, T, step, d1, ro0, ro1, cbuf, co):  # noqa: ANN001, ANN202
-    """cbuf += one bm-row x BK block. Each 32-byte load holds two 16-row x 2-pair slots; the low
-    lane's tables start at lb + t*step, the high lane's d1 bytes later; lanes' rows at ro0/ro1."""
+def _pair_vals(w, m4, ta0, ta1, tb0, tb1):  # noqa: ANN001, ANN202
+    """Table values of both nibbles of 32 index bytes, summed as int16: rows 0-7 and 8-15 of the
+    16-row slot in each 128-bit lane. ta*/tb*: low/high-byte planes for high/low nibbles."""
+    h = vand(srl16(w, 4), m4)
+    low = vand(w, m4)
+    a0, a1 = shuffle_bytes(ta0, h), shuffle_bytes(ta1, h)
+    b0, b1 = shuffle_bytes(tb0, low), shuffle_bytes(tb1, low)
+    return (vadd(as_v16i16(unpacklo8(a0, a1)), as_v16i16(unpacklo8(b0, b1))),
+            vadd(as_v16i16(unpackhi8(a0, a1)), as_v16i16(unpackhi8(b0, b1))))
+
+
+@kernel()
+def _tl1_block(wb, base, lut, lb, T, bm, cbuf, co):  # noqa: ANN001, ANN202
+    """cbuf[bm rows at byte co] += one bm-row x BK block at byte `base` of wb.
+
+    A step t is 64 bytes = four 16-row x 2-pair slots; each 32-byte load holds two. bm 32: the
+    two lanes are the same rows, pairs 2 apart (grouped tables, plain loads); bm 64: the same
+    pairs, rows 16 apart (plain tables, broadcast loads).
+    """
     m4 = splat_v32i8(15)
     lo0, hi0, lo1, hi1 = zero_v16i16(), zero_v16i16(), zero_v16i16(), zero_v16i16()
     for t in range(T):
-        p0 = lb + t * step
-        w = load_v32i8(wb, base + t * 64)
-        h = vand(srl16(w, 4), m4)
-        low = vand(w, m4)
-        a0 = shuffle_bytes(load_2x128(lut, p0, p0 + d1), h)
-        a1 = shuffle_bytes(load_2x128(lut, p0 + 16, p0 + d1 + 16), h)
-        b0 = shuffle_bytes(load_2x128(lut, p0 + 32, p0 + d1 + 32), low)
-        b1 = shuffle_bytes(load_2x128(lut, p0 + 48, p0 + d1 + 48), low)
-        lo0 = vadd(lo0, vadd(as_v16i16(unpacklo8(a0, a1)), as_v16i16(unpacklo8(b0, b1))))
-        hi0 = vadd(hi0, vadd(as_v16i16(unpackhi8(a0, a1)), as_v16i16(unpackhi8(b0, b1))))
-        w = load_v32i8(wb, base + t * 64 + 32)
-        h = vand(srl16(w, 4), m4)
-        low = vand(w, m4)
-        a0 = shuffle_bytes(load_2x128(lut, p0, p0 + d1), h)
-        a1 = shuffle_bytes(load_2x128(lut, p0 + 16, p0 + d1 + 16), h)
-        b0 = shuffle_bytes(load_2x128(lut, p0 + 32, p0 + d1 + 32), low)
-        b1 = shuffle_bytes(load_2x128(lut, p0 + 48, p0 + d1 + 48), low)
-        lo1 = vadd(lo1, vadd(as_v16i16(unpacklo8(a0, a1)), as_v16i16(unpacklo8(b0, b1))))
-        hi1 = vadd(hi1, vadd(as_v16i16(unpackhi8(a0, a1)), as_v16i16(unpackhi8(b0, b1))))
-    # second load = slots 2, 3: rows 16 further when both lanes share rows (bm 32), else 32
-    r2 = 64 if ro0 == ro1 else 128
-    acc_lo_i32(cbuf, co + ro0, lo0)
+        if bm == 32:
+            p0 = lb + t * 128
+            ta0, ta1 = load_v32i8(lut, p0), load_v32i8(lut, p0 + 32)
+            tb0, tb1 = load_v32i8(lut, p0 + 64), load_v32i8(lut, p0 + 96)
+        else:
+            p0 = lb + t * 64
+            ta0, ta1 = load_bcast128(lut, p0), load_bcast128(lut, p0 + 16)
+            tb0, tb1 = load_bcast128(lut, p0 + 32), load_bcast128(lut, p0 + 48)
+        lo, hi = _pair_vals(load_v32i8(wb, base + t * 64), m4, ta0, ta1, tb0, tb1)
+        lo0, hi0 = vadd(lo0, lo), vadd(hi0, hi)
+        lo, hi = _pair_vals(load_v32i8(wb, base + t * 64 + 32), m4, ta0, ta1, tb0, tb1)
+        lo1, hi1 = vadd(lo1, lo), vadd(hi1, hi)
+    # byte offsets in cbuf of each lane's rows, for the first and the second load
+    ro1, r2 = (0, 64) if bm == 32 else (64, 128)
+    acc_lo_i32(cbuf, co, lo0)
     acc_hi_i32(cbuf, co + ro1, lo0)
-    acc_lo_i32(cbuf, co + ro0 + 32, hi0)
+    acc_lo_i32(cbuf, co + 32, hi0)
     acc_hi_i32(cbuf, co + ro1 + 32, hi0)
-    acc_lo_i32(cbuf, co + ro0 + r2, lo1)
+    acc_lo_i32(cbuf, co + r2, lo1)
     acc_hi_i32(cbuf, co + ro1 + r2, lo1)
-    acc_lo_i32(cbuf, co + ro0 + r2 + 32, hi1)
+    acc_lo_i32(cbuf, co + r2 + 32, hi1)
     acc_hi_i32(cbuf, co + ro1 + r2 + 32, hi1)
 
 
 @kernel()
 def _tl1_tile(wb, lut, a, M, K, BM, BK, bm, cbuf, pf):  # noqa: ANN001, ANN202
-    n, E = lut.shape[0], lut.shape[1]
-    by = 256 // bm
-    T, S, NB = BK // by, BM // bm, K // BK
-    # slots g = u*W + w (W = by/4): bm 32 -> lanes differ by 2 pairs, same rows;
-    # bm 64 -> lanes share the pair, rows 16 apart
-    d1, ro1 = (64, 0) if bm == 32 else (0, 64)
+    n = lut.shape[0]
+    tok_bytes = K * 16  # table bytes per token (16 per weight: 32 per pair)
+    T, S, NB = BK // (256 // bm), BM // bm, K // BK
     for b in range(NB):
         for s in range(S):
             base = ((a * NB + b) * S + s) * (bm * BK // 4)
             for x in range(0, bm * BK // 4, 64):
                 prefetch(wb, base + x + pf)
             for j in range(n):
-                _tl1_block(wb, base, lut, (j * E + b * BK // 2) * 32, T, by * 16, d1, 0, ro1, cbuf, (j * BM + s * bm) * 4)
+                _tl1_block(wb, base, lut, j * tok_bytes + b * BK * 16, T, bm, cbuf, (j * BM + s * bm) * 4)
 
 
 @kernel(parallel=True)

@@ -220,6 +220,13 @@ def fake_load(monkeypatch):
     return made
 
 
+def _first_prompt(m):
+    """The first prefill's text (the CLI first warms up with one- and two-token passes)."""
+    calls = [c for c in m.calls if len(c) > 2]
+    assert m.calls[:2] == [[0, 0], [0]]  # the warm-up
+    return "".join(m.tokenizer.vocab[t] for t in calls[0])
+
+
 def _chat(args, stdin):
     return CliRunner().invoke(app, ["chat", "-m", "x.gguf", "--temp", "0", *args], input=stdin)
 
@@ -241,15 +248,14 @@ def test_cli_read_file(fake_load, tmp_path):
     r = _chat([], f"/read {tmp_path / 'q.txt'}\n/read {tmp_path / 'missing.txt'}\n")
     assert r.exit_code == 0, r.output
     assert r.stdout.count("ok") == 1 and "Error: no file at" in r.stderr
-    prompt = "".join(fake_load["model"].tokenizer.vocab[t] for t in fake_load["model"].calls[0])
+    prompt = _first_prompt(fake_load["model"])
     assert "User: question from a file<|eot_id|>" in prompt  # trimmed by the template
 
 
 def test_cli_system_prompt_and_multiline(fake_load):
     r = _chat(["-sys", "SYS"], '"""\nline one\nline two\n"""\n')
     assert r.exit_code == 0, r.output  # Ctrl-D (end of input) exits 0
-    m = fake_load["model"]
-    prompt = "".join(m.tokenizer.vocab[t] for t in m.calls[0])
+    prompt = _first_prompt(fake_load["model"])
     assert "System: SYS<|eot_id|>User: line one\nline two<|eot_id|>" in prompt
 
 
@@ -265,7 +271,7 @@ def test_run_cnv_enters_chat(fake_load):
     r = CliRunner().invoke(app, ["run", "-m", "x.gguf", "-cnv", "-p", "SYS", "--temp", "0"], input="Hi\n")
     assert r.exit_code == 0, r.output
     assert "ok" in r.stdout
-    prompt = "".join(fake_load["model"].tokenizer.vocab[t] for t in fake_load["model"].calls[0])
+    prompt = _first_prompt(fake_load["model"])
     assert prompt.startswith("<|begin_of_text|>System: SYS<|eot_id|>User: Hi")
 
 

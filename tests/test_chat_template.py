@@ -40,6 +40,13 @@ def test_bitnet_2b4t_is_hf_form():
     )
 
 
+def test_bitnet_fork_matches_bitnet_cpp():
+    # The rendering bitnet.cpp's C++ template gives (spec §6.6; BOS comes from the tokenizer there).
+    out = render(BUILTIN_TEMPLATES["bitnet-fork"], MSGS, bos_token="")
+    assert out == ("System: You are a helpful assistantUser: Hello<|eot_id|>Assistant: Hi there"
+                   "User: How are you?<|eot_id|>Assistant: ")
+
+
 def test_hf_transformers_example_prompt():
     # The prompt in transformers' BitNet docs.
     out = render(BUILTIN_TEMPLATES["bitnet-2b4t"], [{"role": "user", "content": "Hey"}], bos_token=LLAMA3_BOS)

@@ -29,7 +29,7 @@ class _Tok:
     def encode(self, text):
         return [0] + [self.vocab.index(ch) for ch in text]
 
-    def detokenizer(self):
+    def detokenizer(self, skip_special=False):
         return _Detok(self.vocab)
 
 

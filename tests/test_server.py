@@ -370,3 +370,13 @@ def test_missing_or_bad_content_length_is_400(server):
                 reply += chunk
             reply = reply.decode()
         assert reply.startswith("HTTP/1.1 400") and "Content-Length header is required" in reply
+
+
+def test_port_in_use_is_user_error():
+    from bitnet_cli.errors import UserError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(UserError, match="cannot listen on 127.0.0.1"):
+            start_server(Engine(lambda: EchoModel()), ServerConfig(), "127.0.0.1", s.getsockname()[1])

@@ -255,12 +255,14 @@ def test_linear_kernels_match_references(isa: str) -> None:
     np.testing.assert_array_equal(tl1_linear(w1, q, s, isa=isa), tl1_linear_ref(t, 0.7, x))
     np.testing.assert_array_equal(tl2_linear(w2, q, s, isa=isa), tl2_linear_ref(t, 0.7, x, 192))
     if isa == "avx2":  # one table build shared by weights of the same K (and K % BK for TL2)
-        y1 = tl1_linear(w1, q, s, isa=isa, tables=tl1_tables(q))
+        y1 = tl1_linear(w1, q, s, isa=isa, tables=tl1_tables(q, 32))
         y2 = tl2_linear(w2, q, s, isa=isa, tables=tl2_tables(q, K, 192))
         np.testing.assert_array_equal(y1, tl1_linear_ref(t, 0.7, x))
         np.testing.assert_array_equal(y2, tl2_linear_ref(t, 0.7, x, 192))
         with pytest.raises(ValueError):
             tl2_linear(w2, q, s, isa=isa, tables=tl2_tables(q, K, 96))  # other split point
+        with pytest.raises(ValueError):
+            tl1_linear(w1, q, s, isa=isa, tables=tl1_tables(q, 64))  # other table layout
 
 
 def test_prepare_uses_file_bytes_in_place() -> None:

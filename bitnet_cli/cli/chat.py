@@ -13,7 +13,6 @@ from bitnet_cli.cli.options import (
     ModelOpt,
     NPredictOpt,
     PresencePenaltyOpt,
-    PromptOpt,
     RepeatLastNOpt,
     RepeatPenaltyOpt,
     SeedOpt,
@@ -26,7 +25,7 @@ from bitnet_cli.cli.options import (
 
 ChatTemplateOpt = Annotated[
     Optional[str],
-    typer.Option("--chat-template", help="Built-in template (bitnet-2b4t, llama3, falcon3, plain) or Jinja text."),
+    typer.Option("--chat-template", help="Built-in template (bitnet-2b4t, bitnet-fork, llama3, falcon3, plain) or Jinja text."),
 ]
 ChatTemplateFileOpt = Annotated[
     Optional[Path], typer.Option("--chat-template-file", help="Read the Jinja chat template from a file.")
@@ -91,7 +90,7 @@ def run_chat(*, model: Path, system_prompt: str | None = None, threads: int | No
     import time
 
     import bitnet_cli
-    from bitnet_cli.chat import ChatSession
+    from bitnet_cli.chat import ChatSession, warm_up
     from bitnet_cli.errors import UserError
     from bitnet_cli.ui import info
 
@@ -103,6 +102,7 @@ def run_chat(*, model: Path, system_prompt: str | None = None, threads: int | No
     loaded = bitnet_cli.load(model, n_ctx=ctx_size, threads=threads)
     session = ChatSession(loaded, system_prompt=system_prompt, sampling=sampling, max_tokens=n_predict,
                           template=chat_template, stop=stop)
+    warm_up(loaded)
     if verbose:
         info(f"load time: {time.perf_counter() - t0:.2f} s; template: {session.format.name}")
     _banner(model, session)

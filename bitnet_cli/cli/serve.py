@@ -35,7 +35,7 @@ def serve(
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="Require 'Authorization: Bearer KEY'.", envvar="BITNET_API_KEY")] = None,
     cors_origins: Annotated[str, typer.Option("--cors-origins", help="Access-Control-Allow-Origin value ('' = no CORS).")] = "*",
     system_prompt: Annotated[Optional[str], typer.Option("-p", "-sys", "--system-prompt", help="System prompt for chat requests that carry none.")] = None,
-    chat_template: Annotated[Optional[str], typer.Option("--chat-template", help="Built-in template (bitnet-2b4t, llama3, falcon3, plain) or Jinja text.")] = None,
+    chat_template: Annotated[Optional[str], typer.Option("--chat-template", help="Built-in template (bitnet-2b4t, bitnet-fork, llama3, falcon3, plain) or Jinja text.")] = None,
     chat_template_file: Annotated[Optional[Path], typer.Option("--chat-template-file", help="Read the Jinja chat template from a file.")] = None,
     max_body: Annotated[int, typer.Option("--max-body", help="Largest request body in bytes (413 above).")] = 1 << 20,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests that may wait for the engine (503 above).")] = 32,

@@ -19,7 +19,7 @@ def setup(
     model_dir: Annotated[Path, typer.Option("-md", "--model-dir", help="Where models go (each repo in <model-dir>/<name>), or a checkpoint folder without -hr.")] = Path("models"),
     model: Annotated[Optional[Path], typer.Option("-m", "--model", help="An existing GGUF: only tune and warm the kernels for it.")] = None,
     log_dir: Annotated[Path, typer.Option("-ld", "--log-dir", help="Folder for the step logs.")] = Path("logs"),
-    quant_type: Annotated[str, typer.Option("-q", "--quant-type", help="Quantization type: i2_s (every CPU), tl1 (native on ARM), tl2 (native on x86).")] = "i2_s",
+    quant_type: Annotated[str, typer.Option("-q", "--quant-type", help="Quantization type: i2_s (recommended), tl1 or tl2 (bitnet.cpp's lookup-table formats).")] = "i2_s",
     quant_embd: Annotated[bool, typer.Option("--quant-embd", help="Store the embedding as f16 (bitnet.cpp's flag; f16 is already the default).")] = False,
     embd_type: Annotated[Optional[str], typer.Option("--embd-type", help="Embedding type: f16, q8_0, q6_k or f32.")] = None,
     use_pretuned: Annotated[bool, typer.Option("-p", "--use-pretuned", help="Use the shipped kernel tuning instead of tuning on this CPU.")] = False,
@@ -29,13 +29,11 @@ def setup(
     """Set up a model: download, convert, tune and warm the kernels. Prints the model path on stdout."""
     from bitnet_cli.errors import UserError
     from bitnet_cli.setup_pipeline import SetupPlan, quant_choices, run_setup
-    from bitnet_cli.ui import info, warn
+    from bitnet_cli.ui import info
 
     q = quant_type.lower()
-    if q not in ("i2_s", "tl1", "tl2"):
-        raise UserError(f"unknown quant type '{quant_type}'", f"choose one of: {', '.join(quant_choices())}")
     if q not in quant_choices():
-        warn(f"{q} is not native on this CPU ({', '.join(quant_choices())} are); it will run through a slower path")
+        raise UserError(f"unknown quant type '{quant_type}'", f"choose one of: {', '.join(quant_choices())}")
     if model is not None and hf_repo:
         raise UserError("-m and -hr cannot be used together", "pass -hr REPO to set up from the hub, or -m FILE for a model in hand")
     embd = embd_type or ("f16" if quant_embd else None)

@@ -51,11 +51,12 @@ def shape_problem(ggml_type: GGMLType, M: int, K: int) -> str | None:
         return "I2_S needs input sizes that are multiples of 128"
     if ggml_type in (GGMLType.TQ1_0, GGMLType.TQ2_0) and K % 256:
         return f"{ggml_type.name} needs input sizes that are multiples of 256"
-    if ggml_type in (GGMLType.TL1, GGMLType.TL2):
-        try:
+    try:
+        tensor_nbytes(ggml_type, (M, K))  # the file format's own limits (e.g. TL2's column count)
+        if ggml_type in (GGMLType.TL1, GGMLType.TL2):
             tile_for(ggml_type, M, K)
-        except ValueError as e:
-            return str(e)
+    except ValueError as e:
+        return str(e)
     return None
 
 

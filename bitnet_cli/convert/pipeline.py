@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -15,6 +14,7 @@ from bitnet_cli.convert.metadata import build_metadata, hparams, model_name
 from bitnet_cli.convert.ternary import load_ternary
 from bitnet_cli.errors import ModelFormatError, UnsupportedModelError, UserError
 from bitnet_cli.modelfile import GGMLType, TensorSpec, write_model_file
+from bitnet_cli.tokenizer import tokenizer_metadata_from_hf
 
 # progress(bytes_done, bytes_total, tensor_name), called after each tensor is written
 ProgressFn = Callable[[int, int, str], None]
@@ -57,8 +57,9 @@ def _linear_spec(ckpt: Checkpoint, fam: Family, gguf: str, hf: str, expect: tupl
         raise ModelFormatError(f"'{hf}' is {M}x{K}; config.json implies {expect[0]}x{expect[1]}")
     problem = shape_problem(ttype, M, K)
     if problem:
+        others = ", ".join(t for t in ("i2_s", "tq2_0", "f16") if t != ttype.name.lower())
         raise UnsupportedModelError(f"cannot store '{hf}' ({M}x{K}) as {ttype.name}: {problem}",
-                                    "pick another --outtype (i2_s, tq2_0, f16)")
+                                    f"pick another --outtype ({others})")
 
     def produce() -> np.ndarray:
         t, scale = load_ternary(ckpt, fam, hf, perm_heads)
@@ -100,18 +101,6 @@ def plan_tensors(ckpt: Checkpoint, fam: Family, ttype: GGMLType, dtype_dense: GG
     return specs
 
 
-def _tokenizer_metadata(src: Path) -> dict[str, Any]:
-    """The tokenizer module's HF reader when it has one, else the converter's own."""
-    try:
-        from bitnet_cli.tokenizer import tokenizer_metadata_from_hf
-
-        return tokenizer_metadata_from_hf(src)
-    except ImportError:
-        from bitnet_cli.convert.vocab import tokenizer_metadata_from_hf as own
-
-        return own(src)
-
-
 def convert_checkpoint(src_dir: str | Path, out_path: str | Path, outtype: str = "i2_s",
                        quant_embd: str | None = None, progress: ProgressFn | None = None,
                        *, name: str | None = None) -> Path:
@@ -137,7 +126,7 @@ def convert_checkpoint(src_dir: str | Path, out_path: str | Path, outtype: str =
     specs = plan_tensors(ckpt, fam, ttype, dtype_dense)
     vocab = specs[0].shape[0]
     config = {**ckpt.config, "vocab_size": vocab}  # the embedding's rows are the model's vocabulary
-    metadata = build_metadata(fam, config, name or model_name(src, ckpt.config), ttype, _tokenizer_metadata(src))
+    metadata = build_metadata(fam, config, name or model_name(src, ckpt.config), ttype, tokenizer_metadata_from_hf(src))
     if out.exists() and out.is_dir():
         raise UserError(f"{out} is a directory", "pass the output file name with -o, e.g. -o model.gguf")
     out.parent.mkdir(parents=True, exist_ok=True)
