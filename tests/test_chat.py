@@ -52,7 +52,7 @@ class CharTokenizer:
                 i += 1
         return ids
 
-    def detokenizer(self):
+    def detokenizer(self, skip_special=False):
         vocab = self.vocab
         return SimpleNamespace(add=lambda t: vocab[t] if t > 2 else "", flush=lambda: "")
 
