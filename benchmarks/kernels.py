@@ -97,6 +97,7 @@ def run(threads: list[int], ns: list[int], kernels: list[str], rotate_mib: int, 
     from bitnet_kernels.tune import ensure_loaded
 
     ensure_loaded()  # tuned parameters (or presets) as `bitnet run` would use them
+    bk.threads.ADAPTIVE.enabled = False  # time the parallel kernels themselves
     table = kernel_table()
     buf = np.empty(max(512, 2 * rotate_mib) << 17, np.uint64)
     buf[:] = np.uint64(0x9E3779B97F4A7C15)  # touch every page

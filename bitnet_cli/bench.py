@@ -227,8 +227,11 @@ Progress = Callable[[str], None]
 
 def run_tests(runner: Runner, tests: Iterable[BenchTest], threads: Sequence[int], *, repetitions: int = 5,
               warmup: bool = True, delay: float = 0.0, bandwidth: dict[int, float] | None = None,
-              progress: Progress | None = None) -> list[BenchResult]:
-    """Every test at every thread count, `repetitions` timed runs each (llama-bench order)."""
+              progress: Progress | None = None, per_rep: bool = False) -> list[BenchResult]:
+    """Every test at every thread count, `repetitions` timed runs each (llama-bench order).
+
+    `progress` gets a line per test (and per repetition with `per_rep`).
+    """
     results = []
     tests = list(tests)
     for nt in threads:
@@ -240,7 +243,11 @@ def run_tests(runner: Runner, tests: Iterable[BenchTest], threads: Sequence[int]
                 time.sleep(delay)
             if warmup:
                 warm_up(runner, test)
-            samples = [runner.run(test) for _ in range(repetitions)]
+            samples = []
+            for i in range(repetitions):
+                samples.append(runner.run(test))
+                if progress and per_rep:
+                    progress(f"  run {i + 1}/{repetitions}: {test.n_tokens * 1e9 / samples[-1]:.2f} t/s")
             results.append(BenchResult(runner.info, test, nt, samples, n_batch=runner.n_batch,
                                        machine_bandwidth=(bandwidth or {}).get(nt)))
     return results

@@ -42,6 +42,7 @@ class BenchOptions:
     warmup: bool = True
     delay: float = 0.0
     verbose: bool = False
+    per_rep: bool = False
     compare: str | None = None
     compare_types: list[str] = field(default_factory=lambda: ["tq2_0"])
 
@@ -128,7 +129,7 @@ def run_suite(opts: BenchOptions, progress: Progress) -> list[BenchResult]:
         model = bitnet_cli.load(path, n_ctx=n_ctx, threads=opts.threads[0])
         runner = ModelRunner(model, describe_model(model), opts.n_batch)
         results += run_tests(runner, tests, opts.threads, repetitions=opts.repetitions, warmup=opts.warmup,
-                             delay=opts.delay, bandwidth=bandwidth, progress=progress)
+                             delay=opts.delay, bandwidth=bandwidth, progress=progress, per_rep=opts.per_rep)
         source = runner.info
         del model, runner  # release the weights before the peer loads its copy
         if opts.compare:
@@ -154,7 +155,7 @@ def _run_peers(path: Path, source, tests, opts: BenchOptions, n_ctx: int,  # noq
         progress(f"loading {dst} in llama.cpp")
         runner = LlamaCppRunner(dst, qtype, source, n_ctx, opts.threads[0], opts.n_batch)
         results += run_tests(runner, tests, opts.threads, repetitions=opts.repetitions, warmup=opts.warmup,
-                             delay=opts.delay, bandwidth=bandwidth, progress=progress)
+                             delay=opts.delay, bandwidth=bandwidth, progress=progress, per_rep=opts.per_rep)
         del runner
     return results
 

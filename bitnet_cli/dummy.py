@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 OUTTYPES = ("f32", "f16", "i2_s", "tl1", "tl2")
+_SLAB_VALUES = 1 << 24  # values decoded at a time when writing f32/f16 weights
 _LINEAR_TYPE = {"f32": GGMLType.F32, "f16": GGMLType.F16, "i2_s": GGMLType.I2_S, "tl1": GGMLType.TL1, "tl2": GGMLType.TL2}
 
 
@@ -188,15 +189,30 @@ def _linear_producer(seed: int, index: int, M: int, K: int, outtype: str) -> Cal
         raw = _random_i2s(rng, M, K, scale)
         if outtype == "i2_s":
             return raw
+        if outtype in ("f32", "f16"):
+            return _i2s_to_float(raw, M, K, scale, np.float32 if outtype == "f32" else np.float16)
         from bitnet_kernels import unpack_i2s
 
         t, _ = unpack_i2s(raw, M, K)  # [M, K] int8
         del raw
-        if outtype in ("f32", "f16"):
-            return t.astype(np.float32 if outtype == "f32" else np.float16) * np.float16(scale)
         return _pack_tl(outtype, t, scale)
 
     return produce
+
+
+def _i2s_to_float(raw: np.ndarray, M: int, K: int, scale: float, dtype: type) -> np.ndarray:
+    """t · scale as `dtype`, decoded a slab of rows at a time to keep temporaries small."""
+    from bitnet_kernels import unpack_i2s
+
+    out = np.empty((M, K), dtype)  # [M, K]
+    rows = max(1, _SLAB_VALUES // K)
+    for r in range(0, M, rows):
+        n = min(rows, M - r)
+        slab = np.concatenate([raw[r * K // 4 : (r + n) * K // 4], raw[-32:]])  # the slab's codes + tail
+        t, _ = unpack_i2s(slab, n, K)  # [n, K] int8
+        out[r : r + n] = t
+        out[r : r + n] *= dtype(scale)
+    return out
 
 
 def _pack_tl(outtype: str, t: np.ndarray, scale: float) -> np.ndarray:
@@ -228,17 +244,22 @@ def _tl_packers() -> dict[str, tuple[Callable[..., Any], Callable[..., np.ndarra
     return out
 
 
-def _float_producer(seed: int, index: int, shape: tuple[int, ...], kind: str) -> Callable[[], np.ndarray]:
-    def produce() -> np.ndarray:
+def _float_producer(seed: int, index: int, shape: tuple[int, ...], kind: str) -> Callable[[], Any]:
+    def norm() -> np.ndarray:  # RMS-norm gains around 1
         rng = np.random.default_rng([seed, index])
-        if kind == "norm":  # RMS-norm gains around 1
-            return (1.0 + 0.05 * rng.standard_normal(shape)).astype(np.float32)
-        # One random byte per value through a table of normal quantiles: ~20x faster than
-        # standard_normal, which matters for 300M-value embeddings.
-        draws = np.frombuffer(rng.bytes(int(np.prod(shape))), np.uint8)
-        return _normal_f16_table()[draws].reshape(shape)  # [vocab, hidden]
+        return (1.0 + 0.05 * rng.standard_normal(shape)).astype(np.float32)
 
-    return produce
+    def embedding() -> Iterator[np.ndarray]:
+        # One random byte per value through a table of normal quantiles (~20x faster than
+        # standard_normal), streamed in slabs of rows so the embedding is never whole in memory.
+        rng = np.random.default_rng([seed, index])
+        rows = max(1, _SLAB_VALUES // shape[1])
+        for r in range(0, shape[0], rows):
+            n = min(rows, shape[0] - r)
+            draws = np.frombuffer(rng.bytes(n * shape[1]), np.uint8)
+            yield _normal_f16_table()[draws]  # [n * hidden] f16
+
+    return norm if kind == "norm" else embedding
 
 
 def check_outtype(outtype: str) -> None:

@@ -228,7 +228,7 @@ def run_setup(plan: SetupPlan, status: StatusFn) -> Path:
             steps.append(("download", step_download, lambda: _valid_gguf(plan.output), plan.hf_repo))
         else:
             plan.source = plan.model_dir
-            if not (plan.model_dir / "config.json").is_file():
+            if not (plan.model_dir / "config.json").is_file() and not _valid_gguf(plan.output):
                 raise UserError(f"no HF checkpoint (config.json) in {plan.model_dir}",
                                 "pass -hr REPO to download one, or -m MODEL.gguf for a converted model")
         steps.append(("convert", step_convert, lambda: _valid_gguf(plan.output), f"→ {plan.output}"))

@@ -14,6 +14,7 @@ from . import params as P
 from ._jit import host_features, kernel_isa
 from .dense_decode import BF16, F16, F32, Q6_K, Q6_K_BLOCK, Q6_K_BYTES, Q8_0, Q8_0_BLOCK, Q8_0_BYTES, embed
 from .linear import _readonly, _sync_threads
+from .threads import ADAPTIVE
 from .tune import ensure_loaded
 
 __all__ = ["DenseWeight", "prepare_dense", "embed_rows", "dense_linear", "DENSE_TYPES"]
@@ -106,24 +107,31 @@ def dense_linear(w: DenseWeight, x: np.ndarray, out: np.ndarray | None = None) -
     kind = P.n_kind(n)
     prm = P.lookup(w.quant, w.M, w.K, kind, threads)
     chunks = P.chunks_for(prm, threads)
+    key = (w.quant, w.M, w.K, kind, w.isa)
     if w.isa == "avx2":
         from . import dense_avx2 as D
 
         if kind == "gemv":
-            if threads == 1:
+            def serial() -> None:
                 D.gemv_serial(w.data, w.ggml_type, x[0], out[0], prm["pf"])
-            else:
-                D.gemv_par(w.data, w.ggml_type, x[0], out[0], chunks, prm["pf"])
-        elif threads == 1:
-            D.gemm_serial(w.data, w.ggml_type, x, out, prm["tok_block"])
-        else:
-            D.gemm_par(w.data, w.ggml_type, x, out, chunks, prm["tok_block"])
-        return out
-    from . import dense_portable as DP
 
-    tok_block = int(prm.get("tok_block", 64))
-    if threads == 1:
-        DP.linear_serial(w.data, w.ggml_type, x, out, tok_block)
+            def parallel() -> None:
+                D.gemv_par(w.data, w.ggml_type, x[0], out[0], chunks, prm["pf"])
+        else:
+            def serial() -> None:
+                D.gemm_serial(w.data, w.ggml_type, x, out, prm["tok_block"])
+
+            def parallel() -> None:
+                D.gemm_par(w.data, w.ggml_type, x, out, chunks, prm["tok_block"])
     else:
-        DP.linear_par(w.data, w.ggml_type, x, out, chunks, tok_block)
+        from . import dense_portable as DP
+
+        tok_block = int(prm.get("tok_block", 64))
+
+        def serial() -> None:
+            DP.linear_serial(w.data, w.ggml_type, x, out, tok_block)
+
+        def parallel() -> None:
+            DP.linear_par(w.data, w.ggml_type, x, out, chunks, tok_block)
+    serial() if threads == 1 else ADAPTIVE.run(key, parallel, serial)
     return out

@@ -14,7 +14,7 @@ import numpy as np
 from . import params as P
 from ._jit import kernel_isa
 from .reference import I2S_BLOCK, i2s_nbytes
-from .threads import get_num_threads
+from .threads import ADAPTIVE, get_num_threads
 from .tune import ensure_loaded
 
 __all__ = ["TernaryWeight", "prepare_i2s", "ternary_linear", "stack_ternary"]
@@ -131,27 +131,35 @@ def ternary_linear(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarr
 
 
 def _run_avx2(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarray, kind: str, prm: dict, threads: int) -> None:
+    key = (w.quant, w.M, w.K, kind)
     if kind == "gemv":
         from .i2s_avx2 import gemv_par, gemv_serial
 
-        if threads == 1:
+        def serial() -> None:
             gemv_serial(w.data, w.K, q[0], s[0], w.row_scale, out[0], prm["pf"])
-        else:
-            gemv_par(w.data, w.K, q[0], s[0], w.row_scale, out[0], P.chunks_for(prm, threads), prm["pf"])
-        return
-    from .i2s_gemm_avx2 import GEMM_KERNELS
 
-    par, serial = GEMM_KERNELS[prm["block"]]
-    if threads == 1:
-        serial(w.data, w.K, q, s, w.row_scale, out, prm["tok_block"])
+        def parallel() -> None:
+            gemv_par(w.data, w.K, q[0], s[0], w.row_scale, out[0], P.chunks_for(prm, threads), prm["pf"])
     else:
-        par(w.data, w.K, q, s, w.row_scale, out, P.chunks_for(prm, threads), prm["tok_block"])
+        from .i2s_gemm_avx2 import GEMM_KERNELS
+
+        par, ser = GEMM_KERNELS[prm["block"]]
+
+        def serial() -> None:
+            ser(w.data, w.K, q, s, w.row_scale, out, prm["tok_block"])
+
+        def parallel() -> None:
+            par(w.data, w.K, q, s, w.row_scale, out, P.chunks_for(prm, threads), prm["tok_block"])
+    serial() if threads == 1 else ADAPTIVE.run(key, parallel, serial)
 
 
 def _run_portable(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarray, prm: dict, threads: int) -> None:
     from .i2s_portable import linear_w16_par, linear_w16_serial
 
-    if threads == 1:
+    def serial() -> None:
         linear_w16_serial(w.data, q, s, w.row_scale, out)
-    else:
+
+    def parallel() -> None:
         linear_w16_par(w.data, q, s, w.row_scale, out, P.chunks_for(prm, threads))
+
+    serial() if threads == 1 else ADAPTIVE.run((w.quant, w.M, w.K, P.n_kind(q.shape[0]), "w16"), parallel, serial)

@@ -13,7 +13,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel, kernel_isa
-from .tl_common import TileConfig, check_tile_config, emit_rows, quantize_activations_tl, scale_tail, tl_nbytes
+from .tl_common import TileConfig, check_tile_config, emit_rows, quantize_activations_tl_ref, scale_tail, tl_nbytes
 
 __all__ = [
     "pack_tl1",
@@ -111,7 +111,7 @@ def tl1_linear_ref(t: np.ndarray, scale: float, x: np.ndarray) -> np.ndarray:
     Returns:
         f32[n, M]
     """
-    q, s = quantize_activations_tl(np.atleast_2d(x))
+    q, s = quantize_activations_tl_ref(np.atleast_2d(x))
     acc = tl1_accumulate_ref(t, q)  # [n, M]
     return (acc.astype(np.float32) / s[:, None] * np.float32(scale)).astype(np.float32)
 

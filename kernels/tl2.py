@@ -18,7 +18,7 @@ from .tl_common import (
     TileConfig,
     check_tile_config,
     emit_rows,
-    quantize_activations_tl,
+    quantize_activations_tl_ref,
     scale_tail,
     tl_packed_nbytes,
     tl_scale_offset,
@@ -154,7 +154,7 @@ def tl2_accumulate_ref(t: np.ndarray, q: np.ndarray, BK: int) -> np.ndarray:
 def tl2_linear_ref(t: np.ndarray, scale: float, x: np.ndarray, BK: int) -> np.ndarray:
     """bitnet.cpp's TL2 linear layer: per-row TL activation quantization over the full K (no
     floor), LUT sums of both parts, y = float32(Σ) / s * w_scale in float32. Returns f32[n, M]."""
-    q, s = quantize_activations_tl(np.atleast_2d(x))
+    q, s = quantize_activations_tl_ref(np.atleast_2d(x))
     acc = tl2_accumulate_ref(t, q, BK)
     return (acc.astype(np.float32) / s[:, None] * np.float32(scale)).astype(np.float32)
 

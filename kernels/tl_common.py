@@ -39,6 +39,8 @@ __all__ = [
     "shipped_tile_config",
     "scale_tail",
     "quantize_activations_tl",
+    "quantize_activations_tl_ref",
+    "emit_rows",
 ]
 
 
@@ -216,8 +218,8 @@ def scale_tail(scale: float) -> np.ndarray:
     return tail
 
 
-def quantize_activations_tl(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """bitnet.cpp's TL1/TL2 activation quantization (bitnet-cpp.md §5.2), per row of x.
+def quantize_activations_tl_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """bitnet.cpp's TL1/TL2 activation quantization (bitnet-cpp.md §5.2), per row of x (NumPy).
 
     s = float32(127) / float32(max|x|) with **no** 1e-5 floor (unlike I2_S);
     q = round_half_even(float32(x * s)); |x * s| <= 127 so no clamp is needed. An all-zero row
@@ -253,3 +255,27 @@ def emit_rows(cbuf, a, out_i, out_f, s, scale):  # noqa: ANN001, ANN201
             sj = s[j]
             for r in range(BM):
                 out_f[j, a * BM + r] = np.float32(np.float32(cbuf[j, r]) / sj) * scale
+
+
+@kernel()
+def _quantize_tl(x, q, s):  # noqa: ANN001, ANN202
+    n, K = x.shape
+    for i in range(n):
+        amax = np.float32(0.0)
+        for k in range(K):
+            amax = max(amax, abs(x[i, k]))
+        si = np.float32(np.float32(127.0) / amax) if amax > 0 else np.float32(np.inf)
+        s[i] = si
+        for k in range(K):
+            # float32 product, then round half to even; an all-zero row stays 0
+            q[i, k] = np.int8(np.rint(np.float32(x[i, k] * si))) if amax > 0 else np.int8(0)
+
+
+def quantize_activations_tl(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`quantize_activations_tl_ref` as a Numba kernel (bit-identical). x: f32[n, K] ->
+    (q int8[n, K], s f32[n])."""
+    x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
+    q = np.empty(x.shape, np.int8)
+    s = np.empty(x.shape[0], np.float32)
+    _quantize_tl(x, q, s)
+    return q, s

@@ -122,11 +122,13 @@ def tune(shapes: list[tuple[int, int]], threads: int, quant: str = "i2_s", ns: t
     Returns:
         {"host": host_key(), "entries": {entry_key: {"params": ..., "us": ...}}}
     """
-    from .threads import get_num_threads, set_num_threads
+    from .threads import ADAPTIVE, get_num_threads, set_num_threads
 
     old_threads = get_num_threads()
     set_num_threads(threads)
     rng = np.random.default_rng(0)
+    no_fallback = ADAPTIVE.disabled()
+    no_fallback.__enter__()
     jobs = [(M, K, n) for M, K in dict.fromkeys(shapes) for n in ns]
     total = sum(len(candidates(quant, P.n_kind(n), threads)) for _, _, n in jobs)
     done, found = 0, {}
@@ -148,6 +150,7 @@ def tune(shapes: list[tuple[int, int]], threads: int, quant: str = "i2_s", ns: t
             P.set_params(quant, M, K, kind, threads, best[1])
             found[_entry_key(quant, M, K, kind, threads)] = {"params": best[1], "us": round(best[0] * 1e6, 1)}
     finally:
+        no_fallback.__exit__(None, None, None)
         set_num_threads(old_threads)
     _save(found)
     return {"host": host_key(), "entries": found}

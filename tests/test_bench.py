@@ -202,3 +202,96 @@ def test_tiny_model_other_formats(tiny_model, fmt):
 def test_bad_output_format_is_a_user_error(tmp_path):
     r = _bench("-m", str(tmp_path / "x.gguf"), "-o", "xml")
     assert r.exit_code == 1 and "unknown output format 'xml'" in str(r.exception)
+
+
+# ---- dummies, fit checks, bandwidth, plot, the llama.cpp copy -----------------------------------
+
+
+def test_fit_problem_names_memory_and_disk(tmp_path, monkeypatch):
+    from bitnet_cli import bench_suite
+
+    monkeypatch.setattr(bench_suite, "mem_available", lambda: 4 << 30)
+    assert bench_suite.fit_problem(1 << 30, tmp_path, on_disk=True) is None
+    assert "in memory" in bench_suite.fit_problem(8 << 30, tmp_path, on_disk=True)
+    monkeypatch.setattr(bench_suite, "mem_available", lambda: 1 << 60)
+    assert "on disk" in bench_suite.fit_problem(1 << 59, tmp_path, on_disk=False)
+
+
+def test_dummies_are_generated_once_and_cached(tmp_path, monkeypatch):
+    from bitnet_cli import bench_suite
+
+    monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path))
+    notes = []
+    (path,) = bench_suite.resolve_dummies(["test-tiny-2b4t"], ["i2_s"], notes.append)
+    assert path.parent == tmp_path / "dummy" and path.is_file()
+    mtime = path.stat().st_mtime_ns
+    assert bench_suite.resolve_dummies(["test-tiny-2b4t"], ["i2_s"], notes.append) == [path]
+    assert path.stat().st_mtime_ns == mtime and len(notes) == 1  # one "generating" note, then the cache
+
+
+def test_too_big_dummy_is_skipped_with_a_reason(tmp_path, monkeypatch):
+    from bitnet_cli import bench_suite
+
+    monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(bench_suite, "mem_available", lambda: 64 << 20)
+    notes = []
+    assert bench_suite.resolve_dummies(["100B"], ["i2_s"], notes.append) == []
+    assert notes and notes[0].startswith("skipping 100B i2_s: needs") and "available" in notes[0]
+    assert not any((tmp_path / "dummy").glob("*.gguf"))
+
+
+def test_stream_read_reduces_every_word():
+    import numpy as np
+
+    from bitnet_cli import membw
+
+    buf = np.random.default_rng(0).integers(0, 2**63, size=100_003, dtype=np.uint64)
+    assert membw._stream_xor(buf, 8) == np.bitwise_xor.reduce(buf)
+    assert membw.read_bandwidth(1, buf=buf, passes=1) > 0
+
+
+def test_plot_writes_a_png_or_says_what_to_install(tmp_path):
+    from bitnet_cli.bench_suite import plot
+    from bitnet_cli.errors import UserError
+
+    out = tmp_path / "chart.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match="matplotlib"):
+            plot(fake_results(), out)
+        return
+    plot(fake_results(), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_peer_copy_keeps_the_ternary_weights(tiny_model, tmp_path):
+    import numpy as np
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    import bitnet_kernels as K
+    from bitnet_cli.bench_llamacpp import write_peer_model
+    from bitnet_cli.modelfile import GGMLType, open_model_file
+
+    src, dst = open_model_file(tiny_model), open_model_file(write_peer_model(tiny_model, tmp_path / "p.gguf", "tq2_0"))
+    assert dst.arch == "bitnet" and dst.metadata["bitnet.block_count"] == src.metadata["bitnet-b1.58.block_count"]
+    assert dst.metadata["general.file_type"] == 37
+    q, down = dst.tensors["blk.0.attn_q.weight"], dst.tensors["blk.0.ffn_down.weight"]
+    assert q.ggml_type == GGMLType.TQ2_0 and down.ggml_type == GGMLType.F16  # 384-wide rows cannot be TQ2_0
+    t, scale = K.unpack_i2s(src.tensors["blk.0.attn_q.weight"].data, *q.shape)
+    got = dequantize(np.asarray(q.data), GGMLQuantizationType.TQ2_0).reshape(q.shape)
+    np.testing.assert_array_equal(got, t.astype(np.float32) * np.float32(scale))
+    assert dst.tensors["token_embd.weight"].ggml_type == src.tensors["token_embd.weight"].ggml_type
+
+
+def test_compare_without_llama_cpp_says_how_to_install(monkeypatch):
+    import sys
+
+    from bitnet_cli.bench_llamacpp import require_llama_cpp
+    from bitnet_cli.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # makes `import llama_cpp` fail
+    with pytest.raises(UserError, match="llama-cpp-python") as e:
+        require_llama_cpp()
+    assert "bitnet-cli[compare]" in e.value.hint

@@ -394,3 +394,20 @@ def test_cli_convert_prints_the_path(ckpts, tmp_path):
     r = subprocess.run([sys.executable, "-m", "bitnet_cli", "convert", str(ckpts["falcon-e"]), "--outtype", "q3"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
+
+
+def test_sharded_checkpoint_converts_identically(ckpts, i2s_files, tmp_path):
+    """model-0000x-of-0000y.safetensors + index.json (how the larger repos ship) gives the same file."""
+    src = ckpts["llama-bitlinear"]
+    dst = tmp_path / "sharded"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors"))
+    ck = Checkpoint(src)
+    names = sorted(ck.refs)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for fname, part in halves.items():
+        tc.write_safetensors(dst / fname, {n: (ck.dtype(n), ck.shape(n), ck.raw(n).tobytes()) for n in part})
+        weight_map.update({n: fname for n in part})
+    (dst / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    out = convert_checkpoint(dst, tmp_path / "sharded.gguf", "i2_s", name="llama-bitlinear")
+    assert out.read_bytes() == i2s_files["llama-bitlinear"].read_bytes()

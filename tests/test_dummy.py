@@ -54,6 +54,15 @@ def test_ternary_weights_same_in_every_type(tiny: dict[str, Path]) -> None:
         np.testing.assert_array_equal(files["f16"].array(name).astype(np.float32), t * scale)
 
 
+def test_float_weights_decoded_in_slabs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bitnet_cli.dummy as dummy
+
+    t = np.random.default_rng(0).integers(-1, 2, size=(10, 256)).astype(np.int8)
+    raw = K.pack_i2s(t, 0.5)
+    monkeypatch.setattr(dummy, "_SLAB_VALUES", 3 * 256)  # 3 rows per slab: 4 slabs
+    np.testing.assert_array_equal(dummy._i2s_to_float(raw, 10, 256, 0.5, np.float16), (t * 0.5).astype(np.float16))
+
+
 def test_seed_changes_weights(tmp_path: Path, tiny: dict[str, Path]) -> None:
     other = open_model_file(write_dummy_model(tmp_path / "s8.gguf", "test-tiny", "i2_s", seed=8))
     same = open_model_file(write_dummy_model(tmp_path / "s7.gguf", "test-tiny", "i2_s", seed=7))

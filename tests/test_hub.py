@@ -342,3 +342,22 @@ def test_convert_helper_script_writes_i2s_next_to_the_checkpoint(tmp_path):
     out = src / "ggml-model-i2s-bitnet.gguf"
     assert open_model_file(out).tensors["blk.0.attn_q.weight"].ggml_type == GGMLType.I2_S
     assert sorted(p.name for p in src.iterdir()) == sorted(before + [out.name])  # checkpoint untouched
+
+
+def test_setup_online_through_the_fake_hub(tmp_path):
+    """download (HTTP) -> convert -> tune, with HF_ENDPOINT on 127.0.0.1."""
+    import tiny_checkpoints as tc
+
+    src = tc.write_checkpoint("falcon-e", tmp_path / "src")
+    files = {p.name: p.read_bytes() for p in src.iterdir()}
+    hub_ = FakeHub({"tiiuae/Falcon-E-1B-Instruct": {**files, "onebitllms.bin": b"\0"}})
+    try:
+        r = bitnet("setup", "-hr", "tiiuae/Falcon-E-1B-Instruct", "-md", str(tmp_path / "models"),
+                   "-ld", str(tmp_path / "logs"), "-p", env={"HF_ENDPOINT": hub_.url, "HF_HUB_CACHE": str(tmp_path / "c")})
+    finally:
+        hub_.close()
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "models" / "Falcon-E-1B-Instruct" / "ggml-model-i2_s.gguf"
+    assert r.stdout.strip() == str(out)
+    assert any(p.endswith("/resolve/" + SHA + "/model.safetensors") for p in hub_.requests)
+    assert not any(p.endswith("onebitllms.bin") for p in hub_.requests)  # outside the allow patterns

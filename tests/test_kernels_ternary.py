@@ -136,3 +136,26 @@ def test_rms_norm_and_fused_quantize_bit_exact(rng) -> None:
     q, s = rms_norm_quantize(x, w, 1e-5)
     qr, sr = quantize_activations_ref(rms_norm_ref(x, w, 1e-5))
     assert np.array_equal(q, qr) and np.array_equal(s, sr)
+
+
+def test_adaptive_threads_fall_back_to_serial_when_parallel_is_slow() -> None:
+    from bitnet_kernels.threads import Adaptive
+
+    a = Adaptive(probe_every=8, max_interval=8)
+    a.enabled = True
+    key = ("i2_s", 1, 1, "gemv")
+    picks = []
+    for _ in range(64):
+        par = a.use_parallel(key)
+        picks.append(par)
+        a.record(key, par, 10e-3 if par else 1e-3)  # a busy core: the parallel call waits 10 ms
+    assert picks[0] and not picks[1]  # starts parallel, measures serial next
+    assert sum(picks[8:]) <= 64 // 8  # afterwards only probes run parallel
+    calm = Adaptive(probe_every=8, max_interval=8)
+    calm.enabled = True
+    picks = []
+    for _ in range(64):
+        par = calm.use_parallel(key)
+        picks.append(par)
+        calm.record(key, par, 1e-4 if par else 2e-4)
+    assert sum(picks[8:]) >= 56 - 8  # parallel wins when it is faster

@@ -32,6 +32,7 @@ from bitnet_kernels.tl_common import (
     check_tile_config,
     choose_tile_config,
     quantize_activations_tl,
+    quantize_activations_tl_ref,
     tile_configs,
     tl_nbytes,
 )
@@ -174,10 +175,24 @@ def test_pack_rejects_bad_input() -> None:
 
 def test_tl_activation_quant_has_no_floor() -> None:
     x = np.array([[2.0, -1.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0]], np.float32) * np.float32(2.0**-24)
-    q, s = quantize_activations_tl(x)
-    assert s[0] == np.float32(127 * 2.0**23)  # absmax 2^-23 < 1e-5: I2_S would use 127 / 1e-5
-    assert q[0].tolist() == [127, -64, 0, 32]  # -63.5 rounds half to even, 31.75 to nearest
-    assert np.isinf(s[1]) and not q[1].any()
+    for quantize in (quantize_activations_tl_ref, quantize_activations_tl):
+        q, s = quantize(x)
+        assert s[0] == np.float32(127 * 2.0**23)  # absmax 2^-23 < 1e-5: I2_S would use 127 / 1e-5
+        assert q[0].tolist() == [127, -64, 0, 32]  # -63.5 rounds half to even, 31.75 to nearest
+        assert np.isinf(s[1]) and not q[1].any()
+
+
+def test_tl_activation_quant_kernel_matches_reference() -> None:
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((5, 2560)) * rng.uniform(1e-3, 30, (5, 1))).astype(np.float32)
+    x[2] = np.clip(x[2], -100, 100)
+    x[2, :7] = [127.0, 0.5, -0.5, 1.5, -2.5, 126.5, -126.5]  # s = 1 exactly: .5 ties go to even
+    x[3] = np.float32(1e-6) * np.sign(x[3])  # below I2_S's floor
+    q0, s0 = quantize_activations_tl_ref(x)
+    q1, s1 = quantize_activations_tl(x)
+    np.testing.assert_array_equal(s1, s0)
+    np.testing.assert_array_equal(q1, q0)
+    assert q1[2, :7].tolist() == [127, 0, 0, 2, -2, 126, -126]
 
 
 def test_lut_references_equal_exact_dot() -> None:
@@ -271,5 +286,8 @@ def test_prepare_uses_file_bytes_in_place() -> None:
     w = prepare_tl1(raw, 64, 128, 64, 128, 32)
     assert np.shares_memory(w.data, raw) and w.scale == np.float32(1.5)
     raw2 = pack_tl2(t, 1.5, 64, 96)
+    raw2.setflags(write=False)  # model files are read-only memory maps
     w2 = prepare_tl2(raw2, 64, 128, 64, 96)
     assert np.shares_memory(w2.data, raw2) and w2.scale == np.float32(1.5)
+    q = np.random.default_rng(6).integers(-127, 128, size=(1, 128)).astype(np.int8)
+    np.testing.assert_array_equal(tl2_matmul_int(w2, q), _exact(t, q))

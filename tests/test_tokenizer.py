@@ -92,6 +92,8 @@ def test_bad_vocabularies(md: dict[str, Any]) -> None:
         Tokenizer.from_metadata({**md, "tokenizer.ggml.pre": "qwen2"})
     with pytest.raises(UnsupportedModelError, match="tokenizer type 'bert'"):
         Tokenizer.from_metadata({**md, "tokenizer.ggml.model": "bert"})
+    with pytest.raises(ModelFormatError, match="merges are inconsistent"):
+        Tokenizer.from_metadata({**md, "tokenizer.ggml.merges": md["tokenizer.ggml.merges"] + ["zzq qqz"]})
     with pytest.raises(ModelFormatError, match="no vocabulary"):
         Tokenizer.from_metadata({"tokenizer.ggml.model": "gpt2"})
 
@@ -227,3 +229,42 @@ def test_metadata_from_sentencepiece_folder(tmp_path: Path) -> None:
     assert (md["tokenizer.ggml.bos_token_id"], md["tokenizer.ggml.eos_token_id"]) == (1, 2)
     tok, expected = Tokenizer.from_metadata(md), Tokenizer.from_metadata(ref)
     assert tok.encode("hello world é<pad>") == expected.encode("hello world é") + [n]
+
+
+def _hf_llama3_style_tokenizer_json() -> str:
+    """An independent LLaMA-3-style tokenizer.json, built with `tokenizers` as HF ships them."""
+    from tokenizers import Regex
+    from tokenizers import Tokenizer as HF
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    from bitnet_cli.tokenizer import LLAMA3_PATTERN
+
+    hf = HF(models.BPE(ignore_merges=True))
+    hf.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)]
+    )
+    hf.decoder = decoders.ByteLevel()
+    text = "The cat sat on the mat. 1234567 cats! Don't stop; it's   fine.\n\nÜber café 日本 🙂 " * 3
+    hf.train_from_iterator([text], trainers.BpeTrainer(vocab_size=400, show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf.add_special_tokens(["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"])
+    bos = hf.token_to_id("<|begin_of_text|>")
+    hf.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)])
+    return hf.to_str()
+
+
+@pytest.mark.parametrize("text", TEXTS + ["The cat sat.<|eot_id|>Don't 1234567 cats!\n\n  Über 🙂", ""])
+def test_same_ids_as_hugging_face(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    from tokenizers import Tokenizer as HF
+
+    d = tmp_path_factory.mktemp("hf")
+    tj = _hf_llama3_style_tokenizer_json()
+    (d / "tokenizer.json").write_text(tj)
+    (d / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}))
+    ours = Tokenizer.from_metadata(tokenizer_metadata_from_hf(d))
+    hf = HF.from_str(tj)
+    ids = hf.encode(text).ids
+    assert ours.encode(text) == ids
+    assert ours.decode(ids[1:]) == hf.decode(ids[1:], skip_special_tokens=False) == text
+    assert ours.decode(ids, skip_special=True) == hf.decode(ids, skip_special_tokens=True)

@@ -21,7 +21,7 @@ def bench(
     output: Annotated[str, typer.Option("-o", "--output", help="md, csv, json or jsonl.")] = "md",
     no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the untimed warm-up run.")] = False,
     delay: Annotated[float, typer.Option("--delay", help="Seconds to sleep before each test.")] = 0.0,
-    progress: Annotated[bool, typer.Option("--progress", help="Progress lines on stderr (always on).", hidden=True)] = True,
+    progress: Annotated[bool, typer.Option("--progress", help="Also a stderr line per repetition.")] = False,
     model_size: Annotated[Optional[str], typer.Option("--model-size", help="Dummy model sizes to generate and run, e.g. 125M,2B-4T.")] = None,
     quant_type: Annotated[str, typer.Option("--quant-type", "-q", help="Dummy model types: i2_s, tl1, tl2 (comma list).")] = "i2_s",
     plot_file: Annotated[Optional[Path], typer.Option("--plot", help="Draw t/s against model size to this PNG.")] = None,
@@ -46,7 +46,7 @@ def bench(
             n_prompt=parse_int_list(n_prompt or ["512"], "-p"), n_gen=parse_int_list(n_gen or ["128"], "-n"),
             pg=parse_pg(pg), depths=parse_int_list(n_depth or ["0"], "-d"),
             threads=effective_threads(parse_int_list(threads, "-t"), print_progress),
-            repetitions=repetitions, n_batch=batch_size, warmup=not no_warmup, delay=delay, verbose=verbose,
+            repetitions=repetitions, n_batch=batch_size, warmup=not no_warmup, delay=delay, verbose=verbose, per_rep=progress,
             compare="llama.cpp" if compare else None, compare_types=_split(compare_type),
         )
     except ValueError as e:

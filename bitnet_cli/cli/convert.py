@@ -41,12 +41,20 @@ def convert(
     revision: Annotated[Optional[str], typer.Option("--revision", help="Hub revision when SRC is a repo id.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    """Convert a BitNet b1.58 checkpoint to GGUF (I2_S by default). The output path goes to stdout."""
+    """Convert a BitNet b1.58 checkpoint to GGUF (I2_S by default). The output path goes to stdout.
+
+    SRC is a Hugging Face model folder (config.json + *.safetensors + tokenizer files) or a hub repo id.
+    """
     import time
 
     from bitnet_cli import hub
     from bitnet_cli.convert import convert_checkpoint
+    from bitnet_cli.errors import UserError
 
+    entry = None if Path(src).exists() else hub.lookup(src)
+    if entry is not None and entry.kind == "gguf":
+        raise UserError(f"{src} ships a ready GGUF file; there is nothing to convert",
+                        f"run `bitnet download {src}` (or `bitnet setup -hr {src}`) and use the file directly")
     folder = hub.resolve_model(src, revision=revision, include=list(hub.CHECKPOINT_PATTERNS))
     if outfile is None:
         base = folder if Path(src).exists() else Path("models") / src.split("/")[-1]

@@ -28,7 +28,11 @@ def download(
     list_repos: Annotated[bool, typer.Option("--list", help="List the supported repos and exit.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bars; print only the path.")] = False,
 ) -> None:
-    """Download a model repo (or find it in the cache) and print its local path on stdout."""
+    """Download a model repo (or find it in the cache) and print its local path on stdout.
+
+    REPO_ID is a hub model id such as microsoft/BitNet-b1.58-2B-4T; FILES, if given, are the only
+    files (names or glob patterns) to fetch.
+    """
     from bitnet_cli import hub
     from bitnet_cli.errors import UserError
 

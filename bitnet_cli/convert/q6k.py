@@ -24,10 +24,13 @@ def _make_qx_quants(x: np.ndarray, nmax: int = 32) -> tuple[np.ndarray, np.ndarr
     safe = np.where(live, mx, 1.0).astype(np.float32)
     w = x * x  # rmse_type 1 weights
 
+    wx = w * x
+
     def trial(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lv = np.clip(_nearest_int(iscale[:, None] * x), -nmax, nmax - 1)  # [n, 16]
-        sumlx = (w * x * lv).sum(axis=1, dtype=np.float32)
-        suml2 = (w * lv * lv).sum(axis=1, dtype=np.float32)
+        # float32 throughout: rint keeps integral values exact and avoids int/float64 round trips
+        lv = np.clip(np.rint(iscale[:, None] * x), -nmax, nmax - 1)  # [n, 16]
+        sumlx = (wx * lv).sum(axis=1)
+        suml2 = (w * lv * lv).sum(axis=1)
         return lv, sumlx, suml2
 
     lv, sumlx, suml2 = trial(np.float32(-nmax) / safe)

@@ -13,7 +13,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 from gguf.constants import GGUFValueType
@@ -45,12 +45,13 @@ _VTYPE_OF_KIND = {"b": GGUFValueType.BOOL, "f": GGUFValueType.FLOAT32}
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A tensor to write: `produce()` returns its bytes (any dtype, exactly tensor_nbytes bytes)."""
+    """A tensor to write: `produce()` returns its bytes (any dtype, exactly tensor_nbytes bytes),
+    as one array or as an iterable of arrays written in order (for tensors too big to hold)."""
 
     name: str
     shape: tuple[int, ...]
     ggml_type: GGMLType
-    produce: Callable[[], np.ndarray]
+    produce: Callable[[], Union[np.ndarray, Iterable[np.ndarray]]]
 
     @property
     def nbytes(self) -> int:
@@ -160,16 +161,27 @@ def _plan(metadata: Mapping[str, Any], tensors: Sequence[TensorSpec]) -> tuple[_
     return w, total
 
 
+def _write_chunks(fout: Any, spec: TensorSpec) -> None:
+    """Write what `produce()` returns: one array, or an iterable of arrays (chunks, in order)."""
+    result = spec.produce()
+    chunks: Iterable[np.ndarray] = [result] if isinstance(result, np.ndarray) else result
+    written = 0
+    for chunk in chunks:
+        arr = np.ascontiguousarray(chunk)
+        written += arr.nbytes
+        if written > spec.nbytes:
+            break
+        fout.write(arr.reshape(-1).view(np.uint8))
+    if written != spec.nbytes:
+        raise ValueError(f"tensor '{spec.name}': produce() gave {written}{'+' if written > spec.nbytes else ''} bytes, expected {spec.nbytes}")
+
+
 def _stream_tensors(fout: Any, tensors: Sequence[TensorSpec], total: int, progress: ProgressFn | None) -> None:
     done = 0
     for spec in tensors:
-        arr = np.ascontiguousarray(spec.produce())
+        _write_chunks(fout, spec)  # nothing of the tensor is kept once written
         nbytes = spec.nbytes
-        if arr.nbytes != nbytes:
-            raise ValueError(f"tensor '{spec.name}': produce() gave {arr.nbytes} bytes, expected {nbytes}")
-        fout.write(arr.reshape(-1).view(np.uint8))
         fout.write(b"\0" * (pad_to(nbytes, ALIGNMENT) - nbytes))
-        del arr  # let the tensor go before producing the next one
         done += pad_to(nbytes, ALIGNMENT)
         if progress is not None:
             progress(done, total, spec.name)
