@@ -72,6 +72,7 @@ class ModelInfo:
     n_params: int
     bytes_per_token: int  # weight bytes one decode step reads (every matrix + the LM head)
     backend: str = "Numba"
+    source: str | None = None  # for a peer's copy: the file it was made from (pairs rows for the ratio)
 
 
 @dataclass
@@ -386,8 +387,7 @@ def compare_rows(results: Sequence[BenchResult]) -> list[tuple[BenchResult, Benc
     for r in results:
         if r.model.backend == "Numba":
             continue
-        src = getattr(r.model, "source", None)
-        mine = ours.get((src, r.test, r.n_threads))
+        mine = ours.get((r.model.source, r.test, r.n_threads))
         if mine is not None:
             pairs.append((mine, r))
     return pairs

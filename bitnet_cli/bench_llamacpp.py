@@ -121,8 +121,8 @@ class LlamaCppRunner:
         self.info = ModelInfo(
             filename=str(path), model_type=" ".join(["bitnet"] + desc[1:2] + [_FTYPE_DESC[qtype]]),
             size=path.stat().st_size, n_params=source.n_params, bytes_per_token=bpt, backend="llama.cpp",
+            source=source.filename,
         )
-        self.info.source = source.filename  # type: ignore[attr-defined] - pairs rows for the ratio
         self.threads = threads
 
     def _open(self, threads: int) -> Any:

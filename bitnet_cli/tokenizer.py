@@ -91,7 +91,9 @@ class Tokenizer:
         types = _array(md, "tokenizer.ggml.token_type")
         self.token_types: list[int] = [int(t) for t in types] if types is not None else [TokenType.NORMAL] * n
         if len(self.token_types) != n:
-            raise ModelFormatError("tokenizer.ggml.token_type and tokenizer.ggml.tokens differ in length", "convert the model again")
+            raise ModelFormatError(
+                "tokenizer.ggml.token_type and tokenizer.ggml.tokens differ in length", "convert the model again"
+            )
         self.pre = md.get("tokenizer.ggml.pre")
         self.bos_id = _opt_id(md, "tokenizer.ggml.bos_token_id", n)
         self.eos_id = _opt_id(md, "tokenizer.ggml.eos_token_id", n)
@@ -107,7 +109,8 @@ class Tokenizer:
             self._tok = self._build_spm(md)
         else:
             raise UnsupportedModelError(
-                f"tokenizer type '{self.model or '?'}' is not supported", "supported: gpt2 (byte-level BPE), llama (SentencePiece)"
+                f"tokenizer type '{self.model or '?'}' is not supported",
+                "supported: gpt2 (byte-level BPE), llama (SentencePiece)",
             )
         self._special = frozenset(
             i for i, t in enumerate(self.token_types) if t in (TokenType.CONTROL, TokenType.UNKNOWN, TokenType.UNUSED)

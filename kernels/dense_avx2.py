@@ -15,7 +15,7 @@ from .dense_decode import BF16, F16, F32, Q8_0
 from .simd import (
     as_v32i8, cvt_i8_part0, cvt_i8_part1, cvt_i8_part2, cvt_i8_part3, fadd, fmadd, fmul, hsum_v8f32, load_bf16_v8f32, load_f16_scalar, load_f16_v8f32,
     load_i8_v8f32, load_v8f32, load_v32i8, prefetch, sll16, splat_v8f32, splat_v32i8, srl16,
-    store_v32i8, vand, vor, vsub, zero_v8f32,
+    store_v8f32, store_v32i8, vand, vor, vsub, zero_v8f32,
 )
 
 
@@ -88,8 +88,9 @@ def _dot_q8_0(W, wo, x, K, pf):  # noqa: ANN001, ANN202
 
 
 @kernel()
-def _dot_q6_k(W, wo, x, K, pf, qbuf):  # noqa: ANN001, ANN202
-    """Q6_K row: 6-bit codes rebuilt 32 at a time in registers and widened to f32 there."""
+def _dot_q6_k(W, wo, x, K, pf, scb):  # noqa: ANN001, ANN202
+    """Q6_K row: 6-bit codes rebuilt 32 at a time in registers and widened to f32 there; the 16
+    sub-block scales d * sc of a block are computed as two vectors and staged through scb."""
     m4 = splat_v32i8(0xF)
     m3 = splat_v32i8(3)
     c32 = splat_v32i8(32)
@@ -100,7 +101,9 @@ def _dot_q6_k(W, wo, x, K, pf, qbuf):  # noqa: ANN001, ANN202
         prefetch(W, o + pf)
         prefetch(W, o + pf + 64)
         prefetch(W, o + pf + 128)
-        d = load_f16_scalar(W, o + 208)
+        dv = splat_v8f32(load_f16_scalar(W, o + 208))
+        store_v8f32(scb, 0, fmul(dv, load_i8_v8f32(W, o + 192)))
+        store_v8f32(scb, 32, fmul(dv, load_i8_v8f32(W, o + 200)))
         for h in range(2):
             qa = load_v32i8(W, o + 64 * h)
             qb = load_v32i8(W, o + 64 * h + 32)
@@ -110,14 +113,11 @@ def _dot_q6_k(W, wo, x, K, pf, qbuf):  # noqa: ANN001, ANN202
                 lo = vand(srl16(ql, 4 * (c >> 1)), m4)
                 hi = sll16(vand(srl16(qh, 2 * c), m3), 4)
                 qv = vsub(vor(lo, hi), c32)
-                j = 128 * h + 32 * c
-                xo = 4 * (256 * b + j)
+                xo = 4 * (256 * b + 128 * h + 32 * c)
                 t0 = fmadd(cvt_i8_part1(qv), load_v8f32(x, xo + 32), fmul(cvt_i8_part0(qv), load_v8f32(x, xo)))
                 t1 = fmadd(cvt_i8_part3(qv), load_v8f32(x, xo + 96), fmul(cvt_i8_part2(qv), load_v8f32(x, xo + 64)))
-                d0 = d * np.float32(np.int8(W[o + 192 + j // 16]))
-                d1 = d * np.float32(np.int8(W[o + 193 + j // 16]))
-                a0 = fmadd(splat_v8f32(d0), t0, a0)
-                a1 = fmadd(splat_v8f32(d1), t1, a1)
+                a0 = fmadd(splat_v8f32(scb[8 * h + 2 * c]), t0, a0)
+                a1 = fmadd(splat_v8f32(scb[8 * h + 2 * c + 1]), t1, a1)
     return hsum_v8f32(fadd(a0, a1))
 
 
@@ -140,7 +140,7 @@ def _dot(W, kind, wo, x, pf, qbuf):  # noqa: ANN001, ANN202
 def _gemv_rows(W, kind, x, y, r0, r1, pf):  # noqa: ANN001, ANN202
     rb = W.shape[1]
     flat = W.reshape(-1)  # byte offsets below are from the start of the matrix
-    qbuf = np.empty(32, np.int8)
+    qbuf = np.empty(16, np.float32)
     for r in range(r0, r1):
         y[r] = _dot(flat, kind, r * rb, x, pf, qbuf)
 
@@ -167,7 +167,7 @@ def _gemm_rows(W, kind, X, Y, r0, r1, tok_block):  # noqa: ANN001, ANN202
     n = X.shape[0]
     rb = W.shape[1]
     flat = W.reshape(-1)
-    qbuf = np.empty(32, np.int8)
+    qbuf = np.empty(16, np.float32)
     for t0 in range(0, n, tok_block):
         for r in range(r0, r1):
             for i in range(t0, min(n, t0 + tok_block)):

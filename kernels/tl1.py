@@ -139,6 +139,28 @@ def prepare_tl1(raw: np.ndarray, M: int, K: int, BM: int, BK: int, bm: int, *, i
     return TL1Weight(raw[:n], M, K, TileConfig(BM, BK, bm), scale, isa or kernel_isa())
 
 
+@kernel()
+def _block_portable(wb, base, acc, qj, k0, r0, T, U, W):  # noqa: ANN001, ANN202
+    """acc[r0:r0+bm] += one bm-row x BK block of TL1 bytes at `base` for one token qj[K].
+
+    Every 16-byte group is 16 consecutive rows times two pairs, so the inner loop is plain
+    int32 lane arithmetic that LLVM vectorizes; digits are decoded as idx//3 = (idx*11)>>5.
+    """
+    by = 4 * W
+    for t in range(T):
+        for w in range(W):
+            k = k0 + t * by + 4 * w
+            q0, q1, q2, q3 = np.int32(qj[k]), np.int32(qj[k + 1]), np.int32(qj[k + 2]), np.int32(qj[k + 3])
+            for u in range(U):
+                off = base + ((t * U + u) * W + w) * 16
+                r = r0 + u * 16
+                for v in range(16):
+                    byte = np.int32(wb[off + v])
+                    hi, lo = byte >> 4, byte & 15
+                    hd, ld = (hi * 11) >> 5, (lo * 11) >> 5
+                    acc[r + v] = np.int32(acc[r + v] + hd * q0 + (hi - 3 * hd) * q1 + ld * q2 + (lo - 3 * ld) * q3)
+
+
 @kernel(parallel=True)
 def _tl1_portable(wb, q, qsum, M, K, BM, BK, bm, out_i, out_f, s_act, scale):  # noqa: ANN001, ANN202
     """Σ_k t·q over the native TL1 bytes (digits decoded arithmetically, no gathers), written by
@@ -154,33 +176,12 @@ def _tl1_portable(wb, q, qsum, M, K, BM, BK, bm, out_i, out_f, s_act, scale):  #
         for b in range(NB):
             for s in range(S):
                 base = ((a * NB + b) * S + s) * (bm * BK // 4)
-                for tt in range(T):
-                    for u in range(U):
-                        for w in range(W):
-                            off = base + ((tt * U + u) * W + w) * 16
-                            k0 = b * BK + tt * by + 4 * w
-                            r0 = s * bm + u * 16
-                            for j in range(n):
-                                q0, q1 = np.int32(q[j, k0]), np.int32(q[j, k0 + 1])
-                                q2, q3 = np.int32(q[j, k0 + 2]), np.int32(q[j, k0 + 3])
-                                for v in range(16):
-                                    byte = np.int32(wb[off + v])
-                                    hi, lo = byte >> 4, byte & 15
-                                    hd, ld = (hi * 11) >> 5, (lo * 11) >> 5  # //3 for 0..8
-                                    acc[j, r0 + v] += hd * q0 + (hi - 3 * hd) * q1 + ld * q2 + (lo - 3 * ld) * q3
+                for j in range(n):
+                    _block_portable(wb, base, acc[j], q[j], b * BK, s * bm, T, U, W)
         for j in range(n):
             for r in range(BM):
                 acc[j, r] -= qsum[j]
         emit_rows(acc, a, out_i, out_f, s_act, scale)
-
-
-def tl1_tables(q: np.ndarray, bm: int) -> np.ndarray:
-    """AVX2 per-token tables for `q`: uint8[n, K/2, 32] for bm 64, uint8[n, K/8, 128] (pairs
-    grouped by four) for bm 32. Weights with the same K and bm can share one build via
-    `tl1_linear(..., tables=)`."""
-    from .tl_simd import build_lut_tl1
-
-    return build_lut_tl1(np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8), bm == 32)
 
 
 def _run(w: TL1Weight, q: np.ndarray, out_i: np.ndarray, out_f: np.ndarray, s: np.ndarray, isa: str | None, pf: int,

@@ -33,6 +33,8 @@ def test_tiny_model_file(tiny: dict[str, Path]) -> None:
     assert len(mf.tensors) == 2 * 11 + 2 and "output.weight" not in mf.tensors
     assert mf.tensors["token_embd.weight"].ggml_type == GGMLType.F16 and mf.tensors["token_embd.weight"].shape == (512, 256)
     assert mf.tensors["blk.1.ffn_down.weight"].shape == (256, 384)
+    embd = mf.array("token_embd.weight").astype(np.float32)
+    assert abs(float(embd.mean())) < 1e-3 and 0.018 < float(embd.std()) < 0.022
     norms = mf.array("blk.0.attn_norm.weight")
     assert norms.dtype == np.float32 and abs(float(norms.mean()) - 1) < 0.05
     tok = Tokenizer.from_metadata(md)

@@ -271,7 +271,8 @@ def test_writer_streams_in_order_with_progress(tmp_path: Path) -> None:
         return produce
 
     specs = [TensorSpec(n, (8,), GGMLType.F32, make(n)) for n in ("x", "y", "z")]
-    p = write_model_file(tmp_path / "s.gguf", {"general.architecture": "bitnet"}, specs, progress=lambda d, t, n: seen.append((d, t, n)))
+    md = {"general.architecture": "bitnet"}
+    p = write_model_file(tmp_path / "s.gguf", md, specs, progress=lambda d, t, n: seen.append((d, t, n)))
     assert calls == ["x", "y", "z"]
     assert seen == [(32, 96, "x"), (64, 96, "y"), (96, 96, "z")]
     np.testing.assert_array_equal(open_model_file(p).array("z"), np.full(8, 3, np.float32))
@@ -290,3 +291,15 @@ def test_writer_checks_free_space_first(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(UserError, match="not enough disk space"):
         write_model_file(tmp_path / "big.gguf", {"general.architecture": "bitnet"}, spec)
     assert not called and list(tmp_path.iterdir()) == []
+
+
+def test_writer_accepts_chunked_tensors(tmp_path: Path) -> None:
+    big = np.arange(4 * 64, dtype=np.float32).reshape(4, 64)
+    chunks = TensorSpec("big", (4, 64), GGMLType.F32, lambda: (row for row in big))  # one row at a time
+    p = write_model_file(tmp_path / "c.gguf", {"general.architecture": "bitnet"}, [chunks])
+    np.testing.assert_array_equal(open_model_file(p).array("big"), big)
+    for rows in (big[:3], np.concatenate([big, big])):
+        short = TensorSpec("big", (4, 64), GGMLType.F32, lambda rows=rows: iter(rows))
+        with pytest.raises(ValueError, match="expected 1024"):
+            write_model_file(tmp_path / "d.gguf", {"general.architecture": "bitnet"}, [short])
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["c.gguf"]

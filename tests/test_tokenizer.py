@@ -109,7 +109,8 @@ def test_dummy_vocabulary_layout() -> None:
     assert md["tokenizer.ggml.tokens"][128009] == "<|eot_id|>" and md["tokenizer.ggml.token_type"][128009] == 3
     assert "{{" in md["tokenizer.chat_template"] or "{%" in md["tokenizer.chat_template"]
     again = build_dummy_tokenizer_metadata(128256)
-    assert again["tokenizer.ggml.merges"] == md["tokenizer.ggml.merges"] and again["tokenizer.ggml.tokens"] == md["tokenizer.ggml.tokens"]
+    assert again["tokenizer.ggml.merges"] == md["tokenizer.ggml.merges"]
+    assert again["tokenizer.ggml.tokens"] == md["tokenizer.ggml.tokens"]
     official = build_dummy_tokenizer_metadata(128256, official=True)
     assert "tokenizer.ggml.pre" not in official and "BITNETAssistant" in official["tokenizer.chat_template"]
     tok = Tokenizer.from_metadata(official)
@@ -119,7 +120,8 @@ def test_dummy_vocabulary_layout() -> None:
 
 # --- SentencePiece ("llama") vocabularies --------------------------------------------------------
 
-SPM_PIECES = ["▁", "h", "e", "l", "o", "w", "r", "d", "▁h", "▁he", "ll", "▁hell", "▁hello", "▁w", "or", "ld", "▁wor", "▁world", "a", "b", "c", "ab", "bc"]
+SPM_PIECES = ["▁", "h", "e", "l", "o", "w", "r", "d", "▁h", "▁he", "ll", "▁hell", "▁hello",
+              "▁w", "or", "ld", "▁wor", "▁world", "a", "b", "c", "ab", "bc"]
 
 
 def _spm_md(scores: dict[str, float] | None = None, **extra: Any) -> dict[str, Any]:

@@ -18,7 +18,9 @@ def dummy(
     model_size: Annotated[str, typer.Option("--model-size", help=f"Size preset: {SIZES}.")] = "2B-4T",
     seed: Annotated[int, typer.Option("-s", "--seed", help="RNG seed: the same seed gives the same weights in every type.")] = 0,
     model_name: Annotated[Optional[str], typer.Option("--model-name", help="general.name to record.", hidden=True)] = None,
-    vocab_only: Annotated[bool, typer.Option("--vocab-only", help="Write the metadata and vocabulary only.", hidden=True)] = False,
+    vocab_only: Annotated[
+        bool, typer.Option("--vocab-only", help="Write the metadata and vocabulary only.", hidden=True)
+    ] = False,
 ) -> None:
     """Write a dummy model with random ternary weights, for benchmarks and tests.
 

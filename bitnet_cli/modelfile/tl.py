@@ -28,7 +28,9 @@ def unpack_tl(rec: TensorRecord) -> tuple[np.ndarray, np.float32]:
         unpack = getattr(module, f"unpack_{kind}")
         c = choose_tile_config(kind, M, K)  # type: ignore[arg-type]
     except (ImportError, AttributeError):
-        raise UnsupportedModelError(f"{kind.upper()} tensors are not supported by this build", "convert the model to i2_s") from None
+        raise UnsupportedModelError(
+            f"{kind.upper()} tensors are not supported by this build", "convert the model to i2_s"
+        ) from None
     except ValueError as e:
         raise UnsupportedModelError(f"tensor '{rec.name}': {e}", "convert the model to i2_s") from None
     return unpack(rec.data, M, K, c.BM, c.BK, c.bm)

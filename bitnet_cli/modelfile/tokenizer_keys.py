@@ -194,7 +194,8 @@ def _pre_of(tj: dict[str, Any], vocab: dict[str, int]) -> str:
     if ">>TITLE<<" in vocab:
         return "falcon3"
     raise UnsupportedModelError(
-        "the tokenizer's pre-tokenizer is not LLaMA-3's, GPT-2's or Falcon3's", "only those byte-level BPE vocabularies are supported"
+        "the tokenizer's pre-tokenizer is not LLaMA-3's, GPT-2's or Falcon3's",
+        "only those byte-level BPE vocabularies are supported",
     )
 
 
@@ -272,7 +273,9 @@ def _spm_keys(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         elif field == 2:  # TrainerSpec { model_type = 3 }: 1 unigram, 2 bpe
             spec = {f: v for f, _, v in _proto_fields(value)}
             if spec.get(3, 1) != 2:
-                raise UnsupportedModelError(f"{path} is a SentencePiece unigram model", "only SentencePiece BPE vocabularies are supported")
+                raise UnsupportedModelError(
+                    f"{path} is a SentencePiece unigram model", "only SentencePiece BPE vocabularies are supported"
+                )
         elif field == 3:  # NormalizerSpec { add_dummy_prefix = 3 }
             add_prefix = bool({f: v for f, _, v in _proto_fields(value)}.get(3, 1))
     md = {
@@ -300,7 +303,8 @@ def _add_spm_added_tokens(md: dict[str, Any], index: dict[str, int], cfg: dict[s
         index.setdefault(a["content"], i)
     md["tokenizer.ggml.tokens"] = tokens
     md["tokenizer.ggml.token_type"] = np.array(types, np.int32)
-    md["tokenizer.ggml.scores"] = np.concatenate([md["tokenizer.ggml.scores"], np.zeros(len(tokens) - len(md["tokenizer.ggml.scores"]), np.float32)])
+    scores = md["tokenizer.ggml.scores"]
+    md["tokenizer.ggml.scores"] = np.concatenate([scores, np.zeros(len(tokens) - len(scores), np.float32)])
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -156,7 +156,8 @@ def _plan(metadata: Mapping[str, Any], tensors: Sequence[TensorSpec]) -> tuple[_
         except ValueError as e:
             raise ValueError(f"tensor '{spec.name}': {e}") from None
         # A non-uint8 dtype keeps gguf from reinterpreting the shape as a byte shape.
-        w.add_tensor_info(spec.name, tuple(spec.shape), np.dtype(np.float32), nbytes, raw_dtype=int(spec.ggml_type))  # type: ignore[arg-type]
+        raw_type: Any = int(spec.ggml_type)  # gguf's enum lacks I2_S/TL1; it writes the int as is
+        w.add_tensor_info(spec.name, tuple(spec.shape), np.dtype(np.float32), nbytes, raw_dtype=raw_type)
         total += pad_to(nbytes, ALIGNMENT)
     return w, total
 
@@ -173,7 +174,8 @@ def _write_chunks(fout: Any, spec: TensorSpec) -> None:
             break
         fout.write(arr.reshape(-1).view(np.uint8))
     if written != spec.nbytes:
-        raise ValueError(f"tensor '{spec.name}': produce() gave {written}{'+' if written > spec.nbytes else ''} bytes, expected {spec.nbytes}")
+        got = f"more than {spec.nbytes}" if written > spec.nbytes else str(written)
+        raise ValueError(f"tensor '{spec.name}': produce() gave {got} bytes, expected {spec.nbytes}")
 
 
 def _stream_tensors(fout: Any, tensors: Sequence[TensorSpec], total: int, progress: ProgressFn | None) -> None:
@@ -206,7 +208,9 @@ def write_model_file(
     if len(set(names)) != len(names):
         raise ValueError("duplicate tensor names")
     w, data_bytes = _plan(metadata, tensors)
-    directory = path.parent if str(path.parent) else Path(".")
+    directory = path.parent
+    if not directory.is_dir():
+        raise UserError(f"the folder {directory} does not exist", "create it or choose another output path")
     _check_space(directory, data_bytes)
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f"{path.name}.tmp")
     os.close(fd)
@@ -220,7 +224,7 @@ def write_model_file(
         w.write_padding(fout, fout.tell())
         _stream_tensors(fout, tensors, data_bytes, progress)
         w.close()
-        os.chmod(tmp, 0o644 & ~_umask())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a model file is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         w.close()
@@ -228,8 +232,3 @@ def write_model_file(
         raise
     return path
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
