@@ -7,8 +7,9 @@
 One token (N=1) streams its weights from DRAM: every pass calls each of enough weight copies to
 exceed the L3 (--rotate-mib), and the per-call time is the pass time over the copy count. N=128
 (prefill) is compute-bound and reuses one weight. The DRAM read bandwidth is measured in the same
-run, with the same thread count, over a buffer far larger than the L3; "%BW" is the kernel's
-median GB/s over the stream's median GB/s. Compile and warm-up are excluded.
+run, with the same thread count, over a buffer far larger than the L3: one streaming pass right
+before every kernel pass, so both see the same load; "%BW" is the kernel's median GB/s over the
+median of those stream passes. Compile and warm-up are excluded.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import numpy as np
 import bitnet_kernels as bk
 from bitnet_kernels import params as P
 from bitnet_kernels._jit import host_cpu_name, kernel_isa
-from bitnet_kernels.membw import stream_read_gbs
+from bitnet_kernels.membw import stream_read_gbs, stream_read_once
 
 SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]
 Runner = Callable[[int], None]
@@ -67,11 +68,13 @@ def kernel_table() -> dict[str, Callable[..., tuple[Runner, int]]]:
     return table
 
 
-def _passes(run: Runner, copies: int, passes: int) -> list[float]:
+def _passes(run: Runner, copies: int, passes: int, between: Callable[[], None] | None = None) -> list[float]:
     for i in range(copies):  # warm-up: compile, fault pages in
         run(i)
     out = []
     for _ in range(passes):
+        if between is not None:
+            between()
         t0 = time.perf_counter()
         for i in range(copies):
             run(i)
@@ -80,16 +83,24 @@ def _passes(run: Runner, copies: int, passes: int) -> list[float]:
 
 
 def bench_one(build: Callable[..., tuple[Runner, int]], M: int, K: int, n: int, rotate_mib: int,
-              passes: int, rng: np.random.Generator) -> dict[str, Any]:
+              passes: int, rng: np.random.Generator, bw: Callable[[], float] | None = None) -> dict[str, Any]:
+    """Time one kernel on one shape; with `bw`, a bandwidth pass runs before every kernel pass,
+    so the ratio compares the two under the same load (medians of both)."""
     t = rng.integers(-1, 2, size=(M, K), dtype=np.int8)
     q, s = bk.quantize_activations(rng.standard_normal((n, K)).astype(np.float32))
     copies = max(2, (rotate_mib << 20) // (M * K // 4) + 1) if n == 1 else 1
     run, nbytes = build(t, M, K, q, s, copies)
-    times = _passes(run, copies, passes if n == 1 else max(3, passes // 2))
+    rates: list[float] = []
+    between = (lambda: rates.append(bw())) if (bw is not None and n == 1) else None
+    times = _passes(run, copies, passes if n == 1 else max(3, passes // 2), between)
     best, med = min(times), float(np.median(times))
-    return {"M": M, "K": K, "N": n, "us": med * 1e6, "us_best": best * 1e6, "weight_bytes": nbytes,
-            "gbs": nbytes / med / 1e9, "gbs_best": nbytes / best / 1e9, "gops": 2 * M * K * n / med / 1e9,
-            "copies": copies}
+    row = {"M": M, "K": K, "N": n, "us": med * 1e6, "us_best": best * 1e6, "weight_bytes": nbytes,
+           "gbs": nbytes / med / 1e9, "gbs_best": nbytes / best / 1e9, "gops": 2 * M * K * n / med / 1e9,
+           "copies": copies, "pct_bw": None}
+    if rates:
+        row["bw_gbs"] = float(np.median(rates))
+        row["pct_bw"] = 100 * row["gbs"] / row["bw_gbs"]
+    return row
 
 
 def run(threads: list[int], ns: list[int], kernels: list[str], rotate_mib: int, passes: int,
@@ -115,18 +126,14 @@ def run(threads: list[int], ns: list[int], kernels: list[str], rotate_mib: int, 
             for M, K in SHAPES:
                 for n in ns:
                     try:
-                        row = bench_one(table[name], M, K, n, rotate_mib, passes, rng)
+                        row = bench_one(table[name], M, K, n, rotate_mib, passes, rng,
+                                        bw=lambda: stream_read_once(th, buf))
                     except Exception as e:  # noqa: BLE001 - a kernel missing a shape should not stop the run
                         progress(f"{name} {M}x{K} N={n}: skipped ({type(e).__name__}: {e})")
                         continue
-                    row.update(kernel=name, threads=th, pct_bw=100 * row["gbs"] / bw["median"] if n == 1 else None)
+                    row.update(kernel=name, threads=th)
                     result["rows"].append(row)
                     progress(f"{name} t={th} {M}x{K} N={n}: {row['us']:.1f} µs")
-        bw2 = stream_read_gbs(th, buf)  # again after the kernels: bandwidth drifts within a run
-        result["bandwidth"][th] = {k: max(bw[k], bw2[k]) for k in bw}
-        for row in result["rows"]:
-            if row["threads"] == th and row["N"] == 1:
-                row["pct_bw"] = 100 * row["gbs"] / result["bandwidth"][th]["median"]
     return result
 
 
@@ -135,12 +142,13 @@ def format_table(res: dict[str, Any]) -> str:
     for th, bw in res["bandwidth"].items():
         lines.append(f"DRAM read bandwidth, {th} thread(s): median {bw['median']:.1f} GB/s, best {bw['best']:.1f} GB/s")
     lines.append("")
-    head = f"| {'kernel':<13}| thr | {'M x K':<10}| {'N':>3} | {'µs/call':>9} | {'GB/s':>6} | {'GOPS':>6} | {'%BW':>5} |"
+    head = f"| {'kernel':<13}| thr | {'M x K':<10}| {'N':>3} | {'µs/call':>9} | {'GB/s':>6} | {'GOPS':>6} | {'BW GB/s':>7} | {'%BW':>5} |"
     lines += [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
     for r in res["rows"]:
-        pct = f"{r['pct_bw']:.0f}%" if r["pct_bw"] is not None else "-"
+        pct = f"{r['pct_bw']:.0f}%" if r.get("pct_bw") is not None else "-"
+        bwc = f"{r['bw_gbs']:.1f}" if r.get("bw_gbs") else "-"
         lines.append(f"| {r['kernel']:<13}| {r['threads']:>3} | {str(r['M']) + 'x' + str(r['K']):<10}| {r['N']:>3} | "
-                     f"{r['us']:>9.1f} | {r['gbs']:>6.2f} | {r['gops']:>6.1f} | {pct:>5} |")
+                     f"{r['us']:>9.1f} | {r['gbs']:>6.2f} | {r['gops']:>6.1f} | {bwc:>7} | {pct:>5} |")
     return "\n".join(lines)
 
 

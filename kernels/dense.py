@@ -52,10 +52,13 @@ def row_bytes(ggml_type: int, K: int) -> int:
     return K // Q6_K_BLOCK * Q6_K_BYTES
 
 
-def _dense_isa(ggml_type: int, K: int) -> str:
+def _dense_avx2_ok(K: int) -> bool:
     f = host_features()
-    fast = kernel_isa() == "avx2" and f.get("fma", False) and f.get("f16c", False)
-    return "avx2" if fast and K % 32 == 0 else "portable"
+    return bool(f.get("avx2") and f.get("fma") and f.get("f16c")) and K % 32 == 0
+
+
+def _dense_isa(ggml_type: int, K: int) -> str:
+    return "avx2" if kernel_isa() == "avx2" and _dense_avx2_ok(K) else "portable"
 
 
 def prepare_dense(data: np.ndarray, ggml_type: int, shape: tuple[int, int], *, isa: str | None = None) -> DenseWeight:
@@ -80,6 +83,8 @@ def prepare_dense(data: np.ndarray, ggml_type: int, shape: tuple[int, int], *, i
         raise ValueError(f"prepare_dense: {M}x{K} of type {ggml_type} needs {M * rb} bytes, got {raw.size}")
     view = _readonly(raw[: M * rb].reshape(M, rb))
     ensure_loaded()
+    if isa == "avx2" and not _dense_avx2_ok(K):
+        raise ValueError("prepare_dense: the AVX2 path needs AVX2, FMA, F16C and K % 32 == 0")
     return DenseWeight(M, K, ggml_type, view, isa or _dense_isa(ggml_type, K))
 
 
@@ -103,6 +108,8 @@ def dense_linear(w: DenseWeight, x: np.ndarray, out: np.ndarray | None = None) -
         raise ValueError(f"dense_linear: expected f32[n, {w.K}], got {list(x.shape)}")
     if out is None:
         out = np.empty((n, w.M), np.float32)
+    elif out.shape != (n, w.M) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32[{n}, {w.M}] array")
     threads = _sync_threads()
     kind = P.n_kind(n)
     prm = P.lookup(w.quant, w.M, w.K, kind, threads)

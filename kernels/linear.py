@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from . import params as P
-from ._jit import kernel_isa
+from ._jit import has_avx2, kernel_isa
 from .reference import I2S_BLOCK, i2s_nbytes
 from .threads import ADAPTIVE, get_num_threads
 from .tune import ensure_loaded
@@ -71,6 +71,8 @@ def prepare_i2s(raw: np.ndarray, M: int, K: int, *, isa: str | None = None) -> T
         raise ValueError(f"I2_S data for {M}x{K} needs {i2s_nbytes(M, K)} bytes, got {raw.size}")
     scale = np.float32(raw[n : n + 4].copy().view("<f4")[0])
     isa = isa or kernel_isa()
+    if isa == "avx2" and not has_avx2():
+        raise ValueError("prepare_i2s: this CPU has no AVX2; use isa='portable'")
     ensure_loaded()
     if isa == "avx2":
         data = _readonly(raw[:n])
@@ -118,6 +120,8 @@ def ternary_linear(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarr
         raise ValueError(f"ternary_linear: expected int8[n, {w.K}], got {q.dtype}{list(q.shape)}")
     if out is None:
         out = np.empty((n, w.M), np.float32)
+    elif out.shape != (n, w.M) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32[{n}, {w.M}] array")
     q = np.ascontiguousarray(q)
     s = np.ascontiguousarray(s, dtype=np.float32)
     threads = _sync_threads()

@@ -138,10 +138,19 @@ def ternary_linear_ref(t: np.ndarray, scale: float, q: np.ndarray, s: np.ndarray
 
 
 def rms_norm_ref(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    """ggml's RMSNorm times the norm weight: f32 squares summed in order in float64, mean cast to
-    f32, scale = 1 / sqrt(mean + eps) in f32, y = (x * scale) * w in f32. x: f32[n, K] -> f32[n, K]."""
+    """RMSNorm times the norm weight, as ggml: f32 squares summed in float64, mean cast to f32,
+    scale = 1 / sqrt(mean + eps) in f32, y = (x * scale) * w in f32. x: f32[n, K] -> f32[n, K].
+
+    Summation order (fixed, so kernels match bit for bit): when K % 4 == 0, four lanes k mod 4,
+    each summed in order, combined as (l0 + l1) + (l2 + l3); otherwise one sequential sum."""
     x = np.asarray(x, dtype=np.float32)
+    n, K = x.shape
     sq = (x * x).astype(np.float64)
-    mean = (np.cumsum(sq, axis=1)[:, -1] / x.shape[1]).astype(np.float32)  # cumsum: sequential order
+    if K % 4 == 0:
+        lanes = np.cumsum(sq.reshape(n, K // 4, 4), axis=1)[:, -1]  # cumsum: sequential per lane
+        total = (lanes[:, 0] + lanes[:, 1]) + (lanes[:, 2] + lanes[:, 3])
+    else:
+        total = np.cumsum(sq, axis=1)[:, -1]
+    mean = (total / K).astype(np.float32)
     scale = np.float32(1.0) / np.sqrt(mean + np.float32(eps))
     return (x * scale[:, None]) * np.asarray(w, dtype=np.float32)

@@ -147,18 +147,20 @@ def _block_portable(wb, base, acc, qj, k0, r0, T, U, W):  # noqa: ANN001, ANN202
     int32 lane arithmetic that LLVM vectorizes; digits are decoded as idx//3 = (idx*11)>>5.
     """
     by = 4 * W
+    G = 16 * U if W == 1 else 16  # bm 64: a step's bm rows are contiguous bytes with the same pairs
     for t in range(T):
         for w in range(W):
             k = k0 + t * by + 4 * w
             q0, q1, q2, q3 = np.int32(qj[k]), np.int32(qj[k + 1]), np.int32(qj[k + 2]), np.int32(qj[k + 3])
-            for u in range(U):
+            for u in range(0, U, G // 16):
                 off = base + ((t * U + u) * W + w) * 16
-                r = r0 + u * 16
-                for v in range(16):
-                    byte = np.int32(wb[off + v])
+                src = wb[off : off + G]  # slices keep signed-index wraparound out of the loop
+                dst = acc[r0 + u * 16 : r0 + u * 16 + G]
+                for v in range(G):
+                    byte = np.int32(src[v])
                     hi, lo = byte >> 4, byte & 15
                     hd, ld = (hi * 11) >> 5, (lo * 11) >> 5
-                    acc[r + v] = np.int32(acc[r + v] + hd * q0 + (hi - 3 * hd) * q1 + ld * q2 + (lo - 3 * ld) * q3)
+                    dst[v] = np.int32(dst[v] + hd * q0 + (hi - 3 * hd) * q1 + ld * q2 + (lo - 3 * ld) * q3)
 
 
 @kernel(parallel=True)
@@ -184,16 +186,26 @@ def _tl1_portable(wb, q, qsum, M, K, BM, BK, bm, out_i, out_f, s_act, scale):  #
         emit_rows(acc, a, out_i, out_f, s_act, scale)
 
 
+def tl1_tables(q: np.ndarray, bm: int) -> np.ndarray:
+    """AVX2 per-token tables for `q`: uint8[n, K/2, 32] for bm 64, uint8[n, K/8, 128] (pairs
+    grouped by four) for bm 32. Weights with the same K and bm can share one build via
+    `tl1_linear(..., tables=)`."""
+    from .tl_simd import build_lut_tl1
+
+    return build_lut_tl1(np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8), bm == 32)
+
+
 def _run(w: TL1Weight, q: np.ndarray, out_i: np.ndarray, out_f: np.ndarray, s: np.ndarray, isa: str | None, pf: int,
          tables: np.ndarray | None = None) -> None:
     c = w.tile
     if (isa or w.isa) == "avx2":
-        from .tl_simd import tl1_avx2
+        from .tl_simd import run_threaded, tl1_avx2, tl1_avx2_serial
 
         lut = tl1_tables(q, c.bm) if tables is None else tables
         if lut.shape != ((q.shape[0], w.K // 8, 128) if c.bm == 32 else (q.shape[0], w.K // 2, 32)):
             raise ValueError(f"TL1 tables of shape {lut.shape} do not fit this {w.M}x{w.K} weight")
-        tl1_avx2(w.data, lut, w.M, w.K, c.BM, c.BK, c.bm, out_i, out_f, s, w.scale, pf)
+        run_threaded(("tl1", w.M, w.K, q.shape[0] > 1), tl1_avx2, tl1_avx2_serial,
+                     (w.data, lut, w.M, w.K, c.BM, c.BK, c.bm, out_i, out_f, s, w.scale, pf))
     else:
         qsum = q.sum(axis=1, dtype=np.int32)  # [n]
         _tl1_portable(w.data, q, qsum, w.M, w.K, c.BM, c.BK, c.bm, out_i, out_f, s, w.scale)

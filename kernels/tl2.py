@@ -183,15 +183,51 @@ def prepare_tl2(raw: np.ndarray, M: int, K: int, BM: int, BK: int, bm: int = 32,
 
 
 @kernel()
-def _three_dot(m, x0, x1, x2):  # noqa: ANN001, ANN202
-    u = m + 13  # = 9*(d0+1) + 3*(d1+1) + (d2+1)
-    return (u // 9 - 1) * x0 + (u // 3 % 3 - 1) * x1 + (u % 3 - 1) * x2
+def _three_portable(wb, ib, sb, acc, qj, c0, KK, wp):  # noqa: ANN001, ANN202
+    """acc[32 stored positions] += one 32-row x BK three-part block (index bytes at ib, signs at
+    sb) for one token qj; c0 = the block's first triplet column. Sums stay in stored row order
+    (0-7, 16-23, 8-15, 24-31) so every loop runs over 32 contiguous bytes; wp: int32[32] scratch."""
+    for qq in range(KK // 2):
+        if qq % 4 == 0:  # new sign chunk: position p's u16 lane, shifted so its bit sits at 15 - i
+            sg = wb[sb + (qq // 4) * 32 : sb + (qq // 4) * 32 + 32]
+            for p in range(32):
+                r = (p & 7) | ((p & 8) << 1) | ((p & 16) >> 1)
+                L = r & 15
+                wp[p] = ((np.int32(sg[2 * L]) | (np.int32(sg[2 * L + 1]) << 8)) << (r >> 4)) & 0xFFFF
+        k = 3 * (c0 + 2 * qq)
+        x0, x1, x2 = np.int32(qj[k]), np.int32(qj[k + 1]), np.int32(qj[k + 2])
+        x3, x4, x5 = np.int32(qj[k + 3]), np.int32(qj[k + 4]), np.int32(qj[k + 5])
+        sh = np.int32(15 - 4 * (qq % 4))  # high nibble's sign bit; the low nibble's is 2 lower
+        src = wb[ib + qq * 32 : ib + qq * 32 + 32]
+        for p in range(32):
+            byte = np.int32(src[p])
+            uh, ul = (byte >> 4) + 13, (byte & 15) + 13  # 9*(d0+1) + 3*(d1+1) + (d2+1)
+            h3, l3 = (uh * 11) >> 5, (ul * 11) >> 5  # u // 3 (u <= 26)
+            vh = (((uh * 57) >> 9) - 1) * x0 + (h3 - 3 * ((h3 * 11) >> 5) - 1) * x1 + (uh - 3 * h3 - 1) * x2
+            vl = (((ul * 57) >> 9) - 1) * x3 + (l3 - 3 * ((l3 * 11) >> 5) - 1) * x4 + (ul - 3 * l3 - 1) * x5
+            nh, nl = -((wp[p] >> sh) & 1), -((wp[p] >> (sh - 2)) & 1)  # 0 or -1
+            acc[p] = np.int32(acc[p] + ((vh ^ nh) - nh) + ((vl ^ nl) - nl))
+
+
+@kernel()
+def _two_portable(wb, base, acc, qj, k0):  # noqa: ANN001, ANN202
+    """acc[32 stored positions] += one 32-row x 32-column two-part tile for one token."""
+    for qq in range(8):
+        k = k0 + 4 * qq
+        x0, x1, x2, x3 = np.int32(qj[k]), np.int32(qj[k + 1]), np.int32(qj[k + 2]), np.int32(qj[k + 3])
+        src = wb[base + qq * 32 : base + qq * 32 + 32]
+        for p in range(32):
+            byte = np.int32(src[p])
+            hi, lo = byte >> 4, byte & 15
+            hd, ld = (hi * 11) >> 5, (lo * 11) >> 5  # //3 for 0..8
+            acc[p] = np.int32(acc[p] + hd * x0 + (hi - 3 * hd) * x1 + ld * x2 + (lo - 3 * ld) * x3)
 
 
 @kernel(parallel=True)
 def _tl2_portable(wb, q, qsum2, M, K, BM, BK, out_i, out_f, s_act, scale):  # noqa: ANN001, ANN202
     """Σ_k t·q over the native TL2 bytes with plain integer code (portable), written by
-    `emit_rows` to out_i (int32) or rescaled to out_f."""
+    `emit_rows` to out_i (int32) or rescaled to out_f. The two part's pair digits are 0..2,
+    so Σ of its q (qsum2) is subtracted at the end."""
     n = q.shape[0]
     two_k = K % BK
     three_k = K - two_k
@@ -199,41 +235,25 @@ def _tl2_portable(wb, q, qsum2, M, K, BM, BK, out_i, out_f, s_act, scale):  # no
     sign_base = M * three_k // 6
     two_base = sign_base + M * three_k // 24
     for a in prange(M // BM):
-        acc = np.zeros((n, BM), np.int32)
+        acc = np.zeros((n, BM), np.int32)  # stored row order within each 32-row sub-tile
+        wp = np.empty(32, np.int32)
         for b in range(NB):
             for s in range(S):
                 chunk = (a * NB + b) * S + s
-                ib, sb = chunk * (KK // 2 * 32), sign_base + chunk * (KK // 8 * 32)
-                for qq in range(KK // 2):
-                    k0 = 3 * (b * KK + 2 * qq)
-                    g, h = qq // 4, qq % 4
-                    for p in range(32):
-                        r = (p & 7) | ((p & 8) << 1) | ((p & 16) >> 1)
-                        byte = np.int32(wb[ib + qq * 32 + p])
-                        lane = sb + g * 32 + 2 * (r & 15)
-                        word = np.int32(wb[lane]) | (np.int32(wb[lane + 1]) << 8)
-                        i = 4 * h + (r >> 4)  # bit 15 - i: top triplet; 15 - (i + 2): bottom
-                        sh, sl = (word >> (15 - i)) & 1, (word >> (13 - i)) & 1
-                        for j in range(n):
-                            vh = _three_dot(byte >> 4, np.int32(q[j, k0]), np.int32(q[j, k0 + 1]), np.int32(q[j, k0 + 2]))
-                            vl = _three_dot(byte & 15, np.int32(q[j, k0 + 3]), np.int32(q[j, k0 + 4]), np.int32(q[j, k0 + 5]))
-                            acc[j, s * 32 + r] += (vh - 2 * sh * vh) + (vl - 2 * sl * vl)
+                for j in range(n):
+                    _three_portable(wb, chunk * (KK // 2 * 32), sign_base + chunk * (KK // 8 * 32),
+                                    acc[j, s * 32 : s * 32 + 32], q[j], b * KK, KK, wp)
         for b in range(NB2):
             for s in range(S):
                 base = two_base + ((a * NB2 + b) * S + s) * 256
-                for qq in range(8):
-                    k0 = three_k + 32 * b + 4 * qq
-                    for p in range(32):
-                        r = (p & 7) | ((p & 8) << 1) | ((p & 16) >> 1)
-                        byte = np.int32(wb[base + qq * 32 + p])
-                        hi, lo = byte >> 4, byte & 15
-                        for j in range(n):
-                            acc[j, s * 32 + r] += ((hi * 11) >> 5) * np.int32(q[j, k0]) + (hi - 3 * ((hi * 11) >> 5)) * np.int32(q[j, k0 + 1]) \
-                                + ((lo * 11) >> 5) * np.int32(q[j, k0 + 2]) + (lo - 3 * ((lo * 11) >> 5)) * np.int32(q[j, k0 + 3])
+                for j in range(n):
+                    _two_portable(wb, base, acc[j, s * 32 : s * 32 + 32], q[j], three_k + 32 * b)
+        rows = np.empty((n, BM), np.int32)
         for j in range(n):
-            for r in range(BM):
-                acc[j, r] -= qsum2[j]
-        emit_rows(acc, a, out_i, out_f, s_act, scale)
+            for p in range(BM):
+                r = (p & ~31) | (p & 7) | ((p & 8) << 1) | ((p & 16) >> 1)
+                rows[j, r] = acc[j, p] - qsum2[j]
+        emit_rows(rows, a, out_i, out_f, s_act, scale)
 
 
 def tl2_tables(q: np.ndarray, K: int, BK: int) -> np.ndarray:
@@ -249,12 +269,13 @@ def _run(w: TL2Weight, q: np.ndarray, out_i: np.ndarray, out_f: np.ndarray, s: n
     c = w.tile
     three_k, two_k = _split(w.K, c.BK)
     if (isa or w.isa) == "avx2":
-        from .tl_simd import tl2_avx2
+        from .tl_simd import run_threaded, tl2_avx2, tl2_avx2_serial
 
         lut = tl2_tables(q, w.K, c.BK) if tables is None else tables
         if lut.shape != (q.shape[0], three_k // 3 + two_k // 2, 32):
             raise ValueError(f"TL2 tables of shape {lut.shape} do not fit this {w.M}x{w.K} weight")
-        tl2_avx2(w.data, lut, w.M, w.K, c.BM, c.BK, out_i, out_f, s, w.scale, pf)
+        run_threaded(("tl2", w.M, w.K, q.shape[0] > 1), tl2_avx2, tl2_avx2_serial,
+                     (w.data, lut, w.M, w.K, c.BM, c.BK, out_i, out_f, s, w.scale, pf))
     else:
         qsum2 = q[:, three_k:].sum(axis=1, dtype=np.int32)  # offset of the two part's 0..2 digits
         _tl2_portable(w.data, q, qsum2, w.M, w.K, c.BM, c.BK, out_i, out_f, s, w.scale)

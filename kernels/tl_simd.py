@@ -38,7 +38,7 @@ from .simd import (
     zero_v16i16,
 )
 
-__all__ = ["build_lut_tl1", "build_lut_tl2", "tl1_avx2", "tl2_avx2"]
+__all__ = ["build_lut_tl1", "build_lut_tl2", "tl1_avx2", "tl1_avx2_serial", "tl2_avx2", "tl2_avx2_serial", "run_threaded"]
 
 _I8 = ir.IntType(8)
 
@@ -316,6 +316,16 @@ def tl2_avx2(wb, lut, M, K, BM, BK, out_i, out_f, s, scale, pf):  # noqa: ANN001
         emit_rows(cbuf, a, out_i, out_f, s, scale)
 
 
+@kernel()
+def tl2_avx2_serial(wb, lut, M, K, BM, BK, out_i, out_f, s, scale, pf):  # noqa: ANN001, ANN201
+    """`tl2_avx2` without a parallel region (one thread: no launch, no barrier)."""
+    cbuf = np.empty((lut.shape[0], BM), np.int32)
+    for a in range(M // BM):
+        cbuf[:] = 0
+        _tl2_tile(wb, lut, a, M, K, BM, BK, cbuf, pf)
+        emit_rows(cbuf, a, out_i, out_f, s, scale)
+
+
 # ---- TL1 ------------------------------------------------------------------------------------
 
 @kernel()
@@ -388,3 +398,29 @@ def tl1_avx2(wb, lut, M, K, BM, BK, bm, out_i, out_f, s, scale, pf):  # noqa: AN
         cbuf = np.zeros((n, BM), np.int32)
         _tl1_tile(wb, lut, a, M, K, BM, BK, bm, cbuf, pf)
         emit_rows(cbuf, a, out_i, out_f, s, scale)
+
+
+@kernel()
+def tl1_avx2_serial(wb, lut, M, K, BM, BK, bm, out_i, out_f, s, scale, pf):  # noqa: ANN001, ANN201
+    """`tl1_avx2` without a parallel region (one thread: no launch, no barrier)."""
+    cbuf = np.empty((lut.shape[0], BM), np.int32)
+    for a in range(M // BM):
+        cbuf[:] = 0
+        _tl1_tile(wb, lut, a, M, K, BM, BK, bm, cbuf, pf)
+        emit_rows(cbuf, a, out_i, out_f, s, scale)
+
+
+def run_threaded(key: tuple, parallel_fn, serial_fn, args: tuple) -> None:  # noqa: ANN001
+    """Run a kernel with the package's thread count: serially for one thread, else the parallel
+    variant, or the serial one while `threads.ADAPTIVE` finds it faster (busy cores)."""
+    import numba
+
+    from .threads import ADAPTIVE, get_num_threads
+
+    threads = get_num_threads()
+    if threads == 1:
+        serial_fn(*args)
+        return
+    if numba.get_num_threads() != threads:
+        numba.set_num_threads(threads)  # Numba's count is per calling thread
+    ADAPTIVE.run(key, lambda: parallel_fn(*args), lambda: serial_fn(*args))

@@ -128,14 +128,18 @@ def test_quantize_activations_bit_exact(rng, n: int, K: int) -> None:
     assert quantize_activations(xt)[0].tolist() == [[127, 2, -4, 0, 0]]
 
 
-def test_rms_norm_and_fused_quantize_bit_exact(rng) -> None:
-    x = (rng.standard_normal((3, 384)) * 4).astype(np.float32)
-    w = rng.uniform(0.5, 2.0, 384).astype(np.float32)
+@pytest.mark.parametrize("K", [384, 77])
+def test_rms_norm_and_fused_quantize_bit_exact(rng, K: int) -> None:
+    x = (rng.standard_normal((3, K)) * 4).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, K).astype(np.float32)
     y = rms_norm(x, w, 1e-5)
     assert np.array_equal(y, rms_norm_ref(x, w, 1e-5))
     q, s = rms_norm_quantize(x, w, 1e-5)
     qr, sr = quantize_activations_ref(rms_norm_ref(x, w, 1e-5))
     assert np.array_equal(q, qr) and np.array_equal(s, sr)
+    # the norm itself: close to the float64 definition
+    exact = x / np.sqrt((x.astype(np.float64) ** 2).mean(axis=1, keepdims=True) + 1e-5) * w
+    assert np.allclose(y, exact, rtol=1e-5, atol=1e-6)
 
 
 def test_adaptive_threads_fall_back_to_serial_when_parallel_is_slow() -> None:

@@ -216,6 +216,18 @@ def test_linear_refs_follow_bitnet_cpp_rescale() -> None:
 
 # ---- kernels ------------------------------------------------------------------------------
 
+@pytest.fixture()
+def parallel_kernels():
+    """Run AVX2 TL kernels through their parallel variant (two threads, no adaptive switch)."""
+    from bitnet_kernels import threads
+
+    old = threads.get_num_threads()
+    threads.set_num_threads(2)
+    with threads.ADAPTIVE.disabled():
+        yield threads.get_num_threads()
+    threads.set_num_threads(old)
+
+
 def _isa_or_dispatch(isa: str) -> bool:
     """True when `isa` can run here; without AVX2 the dispatcher must pick the portable path."""
     if isa == "avx2" and not _jit.has_avx2():
@@ -225,7 +237,7 @@ def _isa_or_dispatch(isa: str) -> bool:
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_tl1_kernels_bit_exact_every_config(isa: str) -> None:
+def test_tl1_kernels_bit_exact_every_config(isa: str, parallel_kernels: int) -> None:
     if not _isa_or_dispatch(isa):
         return
     rng = np.random.default_rng(11)
@@ -241,7 +253,7 @@ def test_tl1_kernels_bit_exact_every_config(isa: str) -> None:
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_tl2_kernels_bit_exact_every_config(isa: str) -> None:
+def test_tl2_kernels_bit_exact_every_config(isa: str, parallel_kernels: int) -> None:
     if not _isa_or_dispatch(isa):
         return
     rng = np.random.default_rng(12)
@@ -278,6 +290,27 @@ def test_linear_kernels_match_references(isa: str) -> None:
             tl2_linear(w2, q, s, isa=isa, tables=tl2_tables(q, K, 96))  # other split point
         with pytest.raises(ValueError):
             tl1_linear(w1, q, s, isa=isa, tables=tl1_tables(q, 64))  # other table layout
+
+
+def test_serial_avx2_kernels_match() -> None:
+    """One thread runs the kernels without a parallel region; same results."""
+    if not _isa_or_dispatch("avx2"):
+        return
+    from bitnet_kernels import threads
+
+    rng = np.random.default_rng(14)
+    t = _ternary(rng, 128, 288)
+    q = rng.integers(-127, 128, size=(3, 288)).astype(np.int8)
+    old = threads.get_num_threads()
+    threads.set_num_threads(1)
+    try:
+        for c in (TileConfig(64, 96, 32), TileConfig(128, 96, 64)):
+            w1 = prepare_tl1(pack_tl1(t, 1.0, c.BM, c.BK, c.bm), 128, 288, c.BM, c.BK, c.bm)
+            np.testing.assert_array_equal(tl1_matmul_int(w1, q, isa="avx2"), _exact(t, q))
+        w2 = prepare_tl2(pack_tl2(t, 1.0, 64, 192), 128, 288, 64, 192)
+        np.testing.assert_array_equal(tl2_matmul_int(w2, q, isa="avx2"), _exact(t, q))
+    finally:
+        threads.set_num_threads(old)
 
 
 def test_prepare_uses_file_bytes_in_place() -> None:

@@ -233,19 +233,22 @@ def test_metadata_from_sentencepiece_folder(tmp_path: Path) -> None:
     assert tok.encode("hello world é<pad>") == expected.encode("hello world é") + [n]
 
 
-def _hf_llama3_style_tokenizer_json() -> str:
-    """An independent LLaMA-3-style tokenizer.json, built with `tokenizers` as HF ships them."""
+def _hf_tokenizer_json(style: str) -> str:
+    """An independent LLaMA-3- or GPT-2-style tokenizer.json, built with `tokenizers` as HF ships them."""
     from tokenizers import Regex
     from tokenizers import Tokenizer as HF
     from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
     from bitnet_cli.tokenizer import LLAMA3_PATTERN
 
-    hf = HF(models.BPE(ignore_merges=True))
-    hf.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
-         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)]
-    )
+    hf = HF(models.BPE(ignore_merges=style == "llama3"))
+    if style == "llama3":
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)]
+        )
+    else:
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     hf.decoder = decoders.ByteLevel()
     text = "The cat sat on the mat. 1234567 cats! Don't stop; it's   fine.\n\nÜber café 日本 🙂 " * 3
     hf.train_from_iterator([text], trainers.BpeTrainer(vocab_size=400, show_progress=False,
@@ -256,15 +259,18 @@ def _hf_llama3_style_tokenizer_json() -> str:
     return hf.to_str()
 
 
+@pytest.mark.parametrize("style", ["llama3", "gpt2"])
 @pytest.mark.parametrize("text", TEXTS + ["The cat sat.<|eot_id|>Don't 1234567 cats!\n\n  Über 🙂", ""])
-def test_same_ids_as_hugging_face(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+def test_same_ids_as_hugging_face(tmp_path_factory: pytest.TempPathFactory, text: str, style: str) -> None:
     from tokenizers import Tokenizer as HF
 
     d = tmp_path_factory.mktemp("hf")
-    tj = _hf_llama3_style_tokenizer_json()
+    tj = _hf_tokenizer_json(style)
     (d / "tokenizer.json").write_text(tj)
     (d / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}))
-    ours = Tokenizer.from_metadata(tokenizer_metadata_from_hf(d))
+    md = tokenizer_metadata_from_hf(d)
+    assert md["tokenizer.ggml.pre"] == ("llama-bpe" if style == "llama3" else "gpt-2")
+    ours = Tokenizer.from_metadata({**md, "tokenizer.ggml.add_bos_token": True})
     hf = HF.from_str(tj)
     ids = hf.encode(text).ids
     assert ours.encode(text) == ids

@@ -208,6 +208,8 @@ def write_model_file(
     if len(set(names)) != len(names):
         raise ValueError("duplicate tensor names")
     w, data_bytes = _plan(metadata, tensors)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder", "give the output a file name, e.g. model.gguf")
     directory = path.parent
     if not directory.is_dir():
         raise UserError(f"the folder {directory} does not exist", "create it or choose another output path")
