@@ -55,6 +55,23 @@ def _tl(kind: str) -> Callable[..., tuple[Runner, int]]:
     return build
 
 
+HEAD_SHAPE = (128256, 2560)  # BitNet-b1.58-2B-4T's tied embedding / LM head
+HEAD_TYPES = {"head-f16": 1, "head-bf16": 30, "head-q8_0": 8, "head-q6_k": 14}
+
+
+def _head(gtype: int) -> Callable[..., tuple[Runner, int]]:
+    def build(t: np.ndarray, M: int, K: int, q: np.ndarray, s: np.ndarray, copies: int) -> tuple[Runner, int]:
+        from bitnet_kernels.dense import row_bytes
+
+        raw = np.random.default_rng(1).integers(0, 60, size=M * row_bytes(gtype, K), dtype=np.uint8)
+        w = bk.prepare_dense(raw, gtype, (M, K))
+        x = np.random.default_rng(2).standard_normal((q.shape[0], K)).astype(np.float32)
+        out = np.empty((q.shape[0], M), np.float32)
+        return (lambda i: bk.dense_linear(w, x, out)), w.nbytes
+
+    return build
+
+
 def kernel_table() -> dict[str, Callable[..., tuple[Runner, int]]]:
     table = {"i2s": _i2s(kernel_isa())}
     if kernel_isa() == "avx2":
@@ -65,6 +82,7 @@ def kernel_table() -> dict[str, Callable[..., tuple[Runner, int]]]:
             table[kind] = _tl(kind)
         except ImportError:
             pass
+    table.update({name: _head(g) for name, g in HEAD_TYPES.items()})
     return table
 
 
@@ -86,9 +104,9 @@ def bench_one(build: Callable[..., tuple[Runner, int]], M: int, K: int, n: int, 
               passes: int, rng: np.random.Generator, bw: Callable[[], float] | None = None) -> dict[str, Any]:
     """Time one kernel on one shape; with `bw`, a bandwidth pass runs before every kernel pass,
     so the ratio compares the two under the same load (medians of both)."""
-    t = rng.integers(-1, 2, size=(M, K), dtype=np.int8)
+    t = rng.integers(-1, 2, size=(M, K), dtype=np.int8) if M * K <= 1 << 26 else None  # heads need no t
     q, s = bk.quantize_activations(rng.standard_normal((n, K)).astype(np.float32))
-    copies = max(2, (rotate_mib << 20) // (M * K // 4) + 1) if n == 1 else 1
+    copies = max(1, (rotate_mib << 20) // (M * K // 4) + 1) if n == 1 else 1
     run, nbytes = build(t, M, K, q, s, copies)
     rates: list[float] = []
     between = (lambda: rates.append(bw())) if (bw is not None and n == 1) else None
@@ -123,8 +141,8 @@ def run(threads: list[int], ns: list[int], kernels: list[str], rotate_mib: int, 
         for name in kernels:
             if name not in table:
                 continue
-            for M, K in SHAPES:
-                for n in ns:
+            for M, K in [HEAD_SHAPE] if name in HEAD_TYPES else SHAPES:
+                for n in [1] if name in HEAD_TYPES else ns:
                     try:
                         row = bench_one(table[name], M, K, n, rotate_mib, passes, rng,
                                         bw=lambda: stream_read_once(th, buf))
@@ -156,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-t", "--threads", default=f"1,{os.cpu_count() or 1}", help="comma list (default 1,<cores>)")
     ap.add_argument("-n", "--tokens", default="1,128", help="comma list of N (default 1,128)")
-    ap.add_argument("--kernels", default="i2s,i2s-portable,tl1,tl2", help="comma list")
+    ap.add_argument("--kernels", default="i2s,i2s-portable,tl1,tl2",
+                    help="comma list; also head-f16, head-bf16, head-q8_0, head-q6_k (128256x2560, N=1)")
     ap.add_argument("--rotate-mib", type=int, default=256, help="weight copies per N=1 pass (MiB; > L3)")
     ap.add_argument("--passes", type=int, default=7)
     ap.add_argument("-o", "--output", choices=["table", "json"], default="table")

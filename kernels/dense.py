@@ -13,7 +13,7 @@ import numpy as np
 from . import params as P
 from ._jit import host_features, kernel_isa
 from .dense_decode import BF16, F16, F32, Q6_K, Q6_K_BLOCK, Q6_K_BYTES, Q8_0, Q8_0_BLOCK, Q8_0_BYTES, embed
-from .linear import _readonly, _sync_threads
+from .linear import _mod, _readonly, _sync_threads
 from .threads import ADAPTIVE
 from .tune import ensure_loaded
 
@@ -100,7 +100,8 @@ def embed_rows(w: DenseWeight, ids: np.ndarray) -> np.ndarray:
 
 def dense_linear(w: DenseWeight, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """y[n, M] = x[n, K] @ W[M, K]^T with f32 accumulation (the LM head)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim == 1:
         x = x.reshape(1, -1)
     n = x.shape[0]
@@ -116,7 +117,10 @@ def dense_linear(w: DenseWeight, x: np.ndarray, out: np.ndarray | None = None) -
     chunks = P.chunks_for(prm, threads)
     key = (w.quant, w.M, w.K, kind, w.isa)
     if w.isa == "avx2":
-        from . import dense_avx2 as D
+        D = _mod("dense_avx2")
+
+        if w.ggml_type == Q6_K:
+            x = D.q6_k_permute(x)  # the order the shuffle-free Q6_K kernel reads
 
         if kind == "gemv":
             def serial() -> None:
@@ -131,7 +135,7 @@ def dense_linear(w: DenseWeight, x: np.ndarray, out: np.ndarray | None = None) -
             def parallel() -> None:
                 D.gemm_par(w.data, w.ggml_type, x, out, chunks, prm["tok_block"])
     else:
-        from . import dense_portable as DP
+        DP = _mod("dense_portable")
 
         tok_block = int(prm.get("tok_block", 64))
 

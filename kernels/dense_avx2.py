@@ -13,6 +13,7 @@ from numba import prange
 from ._jit import kernel
 from .dense_decode import BF16, F16, F32, Q8_0
 from .simd import (
+    as_v8f32, as_v8i32, blend_halves_v8f32, fsub, splat_v8i32, srl32,
     as_v32i8, cvt_i8_part0, cvt_i8_part1, cvt_i8_part2, cvt_i8_part3, fadd, fmadd, fmul, hsum_v8f32, load_bf16_v8f32, load_f16_scalar, load_f16_v8f32,
     load_i8_v8f32, load_v8f32, load_v32i8, prefetch, sll16, splat_v8f32, splat_v32i8, srl16,
     store_v8f32, store_v32i8, vand, vor, vsub, zero_v8f32,
@@ -88,12 +89,19 @@ def _dot_q8_0(W, wo, x, K, pf):  # noqa: ANN001, ANN202
 
 
 @kernel()
-def _dot_q6_k(W, wo, x, K, pf, scb):  # noqa: ANN001, ANN202
-    """Q6_K row: 6-bit codes rebuilt 32 at a time in registers and widened to f32 there; the 16
-    sub-block scales d * sc of a block are computed as two vectors and staged through scb."""
+def _dot_q6_k(W, wo, xp, K, pf, scb):  # noqa: ANN001, ANN202
+    """Q6_K row times x, with x permuted by `q6_k_permute` (xp[32c + 8j + i] = x[32c + 4i + j]).
+
+    The 6-bit codes u (0..63) of 32 values are rebuilt in one register; read as 8 dwords, byte j
+    of every dword is value 4i + j, so (dword >> 8j) & 0xFF | 0x4B000000 is the f32 2^23 + u, and
+    subtracting 2^23 + 32 gives q exactly: no shuffles, no int->float conversions. The 16 sub-block
+    scales d * sc are computed as two vectors per block and staged through scb.
+    """
     m4 = splat_v32i8(0xF)
     m3 = splat_v32i8(3)
-    c32 = splat_v32i8(32)
+    mff = splat_v8i32(0xFF)
+    magic = splat_v8i32(0x4B000000)
+    bias = splat_v8f32(np.float32(8388640.0))  # 2^23 + 32
     a0 = zero_v8f32()
     a1 = zero_v8f32()
     for b in range(K // 256):  # block: ql[128], qh[64], scales int8[16], f16 d (210 bytes)
@@ -110,15 +118,26 @@ def _dot_q6_k(W, wo, x, K, pf, scb):  # noqa: ANN001, ANN202
             qh = load_v32i8(W, o + 128 + 32 * h)
             for c in range(4):
                 ql = qa if (c & 1) == 0 else qb
-                lo = vand(srl16(ql, 4 * (c >> 1)), m4)
-                hi = sll16(vand(srl16(qh, 2 * c), m3), 4)
-                qv = vsub(vor(lo, hi), c32)
+                u = as_v8i32(vor(vand(srl16(ql, 4 * (c >> 1)), m4), sll16(vand(srl16(qh, 2 * c), m3), 4)))
                 xo = 4 * (256 * b + 128 * h + 32 * c)
-                t0 = fmadd(cvt_i8_part1(qv), load_v8f32(x, xo + 32), fmul(cvt_i8_part0(qv), load_v8f32(x, xo)))
-                t1 = fmadd(cvt_i8_part3(qv), load_v8f32(x, xo + 96), fmul(cvt_i8_part2(qv), load_v8f32(x, xo + 64)))
-                a0 = fmadd(splat_v8f32(scb[8 * h + 2 * c]), t0, a0)
-                a1 = fmadd(splat_v8f32(scb[8 * h + 2 * c + 1]), t1, a1)
+                f0 = fsub(as_v8f32(vor(vand(u, mff), magic)), bias)
+                f1 = fsub(as_v8f32(vor(vand(srl32(u, 8), mff), magic)), bias)
+                f2 = fsub(as_v8f32(vor(vand(srl32(u, 16), mff), magic)), bias)
+                f3 = fsub(as_v8f32(vor(srl32(u, 24), magic)), bias)
+                t = fmadd(f1, load_v8f32(xp, xo + 32), fmul(f0, load_v8f32(xp, xo)))
+                t = fmadd(f3, load_v8f32(xp, xo + 96), fmadd(f2, load_v8f32(xp, xo + 64), t))
+                sv = blend_halves_v8f32(splat_v8f32(scb[8 * h + 2 * c]), splat_v8f32(scb[8 * h + 2 * c + 1]))
+                if c & 1:
+                    a1 = fmadd(sv, t, a1)
+                else:
+                    a0 = fmadd(sv, t, a0)
     return hsum_v8f32(fadd(a0, a1))
+
+
+def q6_k_permute(x: np.ndarray) -> np.ndarray:
+    """x[n, K] -> the order `_dot_q6_k` reads: within each 32 values, value 4i + j at 8j + i."""
+    n, K = x.shape
+    return np.ascontiguousarray(x.reshape(n, K // 32, 8, 4).transpose(0, 1, 3, 2).reshape(n, K))
 
 
 @kernel()

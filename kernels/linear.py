@@ -6,6 +6,8 @@ memory map, no load-time cost); elsewhere the rows are repacked once into the po
 """
 from __future__ import annotations
 
+import importlib
+import threading
 from dataclasses import dataclass, field
 
 import numba
@@ -100,11 +102,28 @@ def stack_ternary(weights: list[TernaryWeight]) -> TernaryWeight:
     return TernaryWeight(M, K, weights[0].scale, _readonly(row_scale), _readonly(data), isa, parts=parts)
 
 
+_synced: dict[int, int] = {}  # Python thread id -> thread count already given to Numba there
+
+
 def _sync_threads() -> int:
+    """The kernels' thread count, made Numba's count in the calling thread (Numba's is per thread)."""
     threads = get_num_threads()
-    if threads > 1 and numba.get_num_threads() != threads:
-        numba.set_num_threads(threads)  # Numba's count is per calling thread
+    if threads > 1 and _synced.get(threading.get_ident()) != threads:
+        if numba.get_num_threads() != threads:
+            numba.set_num_threads(threads)
+        _synced[threading.get_ident()] = threads
     return threads
+
+
+_kernels: dict[str, object] = {}
+
+
+def _mod(name: str) -> object:
+    """A kernel module, imported on first use (the AVX2 ones only ever on AVX2 CPUs)."""
+    m = _kernels.get(name)
+    if m is None:
+        m = _kernels[name] = importlib.import_module(f"{__package__}.{name}")
+    return m
 
 
 def ternary_linear(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -122,8 +141,10 @@ def ternary_linear(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarr
         out = np.empty((n, w.M), np.float32)
     elif out.shape != (n, w.M) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32[{n}, {w.M}] array")
-    q = np.ascontiguousarray(q)
-    s = np.ascontiguousarray(s, dtype=np.float32)
+    if not q.flags.c_contiguous:
+        q = np.ascontiguousarray(q)
+    if s.dtype != np.float32 or not s.flags.c_contiguous:
+        s = np.ascontiguousarray(s, dtype=np.float32)
     threads = _sync_threads()
     kind = P.n_kind(n)
     prm = P.lookup(w.quant, w.M, w.K, kind, threads)
@@ -137,17 +158,18 @@ def ternary_linear(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarr
 def _run_avx2(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarray, kind: str, prm: dict, threads: int) -> None:
     key = (w.quant, w.M, w.K, kind)
     if kind == "gemv":
-        from .i2s_avx2 import gemv_par, gemv_serial
+        A = _mod("i2s_avx2")
+        if threads == 1:
+            A.gemv_serial(w.data, w.K, q[0], s[0], w.row_scale, out[0], prm["pf"])
+            return
 
         def serial() -> None:
-            gemv_serial(w.data, w.K, q[0], s[0], w.row_scale, out[0], prm["pf"])
+            A.gemv_serial(w.data, w.K, q[0], s[0], w.row_scale, out[0], prm["pf"])
 
         def parallel() -> None:
-            gemv_par(w.data, w.K, q[0], s[0], w.row_scale, out[0], P.chunks_for(prm, threads), prm["pf"])
+            A.gemv_par(w.data, w.K, q[0], s[0], w.row_scale, out[0], P.chunks_for(prm, threads), prm["pf"])
     else:
-        from .i2s_gemm_avx2 import GEMM_KERNELS
-
-        par, ser = GEMM_KERNELS[prm["block"]]
+        par, ser = _mod("i2s_gemm_avx2").GEMM_KERNELS[prm["block"]]
 
         def serial() -> None:
             ser(w.data, w.K, q, s, w.row_scale, out, prm["tok_block"])
@@ -158,12 +180,12 @@ def _run_avx2(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarray, k
 
 
 def _run_portable(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarray, prm: dict, threads: int) -> None:
-    from .i2s_portable import linear_w16_par, linear_w16_serial
+    W16 = _mod("i2s_portable")
 
     def serial() -> None:
-        linear_w16_serial(w.data, q, s, w.row_scale, out)
+        W16.linear_w16_serial(w.data, q, s, w.row_scale, out)
 
     def parallel() -> None:
-        linear_w16_par(w.data, q, s, w.row_scale, out, P.chunks_for(prm, threads))
+        W16.linear_w16_par(w.data, q, s, w.row_scale, out, P.chunks_for(prm, threads))
 
     serial() if threads == 1 else ADAPTIVE.run((w.quant, w.M, w.K, P.n_kind(q.shape[0]), "w16"), parallel, serial)

@@ -19,6 +19,7 @@ __all__ = [
     "VecType", "v32i8", "v16i16", "v8i32", "v8f32", "load_v8f32", "store_v8f32", "load_f16_v8f32",
     "load_bf16_v8f32", "load_i8_v8f32", "load_f16_scalar", "zero_v8f32", "splat_v8f32", "fadd", "fmul",
     "fmadd", "hsum_v8f32", "cvt_v8i32_v8f32", "cvt_i8_part0", "cvt_i8_part1", "cvt_i8_part2", "cvt_i8_part3",
+    "fsub", "srl32", "as_v8f32", "splat_v8i32", "blend_halves_v8f32",
     "load_v32i8", "load_v16i16", "load_v8i32", "load_bcast128", "store_v8i32", "store_v16i16",
     "store_v32i8", "prefetch", "zero_v32i8", "zero_v16i16", "zero_v8i32", "splat_v32i8",
     "splat_v16i16", "vadd", "vsub", "vand", "vor", "vxor", "srl16", "sll16", "srl_bytes", "sra32",
@@ -486,3 +487,35 @@ cvt_i8_part0 = _make_i8_part(0)
 cvt_i8_part1 = _make_i8_part(1)
 cvt_i8_part2 = _make_i8_part(2)
 cvt_i8_part3 = _make_i8_part(3)
+
+
+fsub = _make_binop("fsub")
+srl32 = _make_shift("lshr", 32)  # vpsrld
+as_v8f32 = _make_view(v8f32)
+
+
+@intrinsic
+def splat_v8i32(typingctx, x):  # noqa: ANN001, ANN202
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        v = args[0]
+        i32 = ir.IntType(32)
+        v = builder.trunc(v, i32) if v.type.width > 32 else builder.sext(v, i32) if v.type.width < 32 else v
+        return _splat(builder, v, _llty(v8i32))
+
+    return v8i32(x), codegen
+
+
+@intrinsic
+def blend_halves_v8f32(typingctx, lo, hi):  # noqa: ANN001, ANN202
+    """Lanes 0-3 from `lo`, lanes 4-7 from `hi` (vblendps)."""
+    if lo != v8f32 or hi != v8f32:
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), 8), [0, 1, 2, 3, 12, 13, 14, 15])
+        return builder.shuffle_vector(args[0], args[1], mask)
+
+    return v8f32(lo, hi), codegen

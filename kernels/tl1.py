@@ -12,8 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 from numba import prange
 
-from ._jit import kernel, kernel_isa
-from .tl_common import TileConfig, check_tile_config, emit_rows, quantize_activations_tl_ref, scale_tail, tl_nbytes
+from ._jit import kernel
+from .tl_common import (
+    TileConfig,
+    check_tile_config,
+    emit_rows,
+    quantize_activations_tl_ref,
+    resolve_isa,
+    scale_tail,
+    tl_nbytes,
+)
 
 __all__ = [
     "pack_tl1",
@@ -136,7 +144,7 @@ def prepare_tl1(raw: np.ndarray, M: int, K: int, BM: int, BK: int, bm: int, *, i
         raise ValueError(f"TL1 data too short: {raw.size} bytes for {M}x{K}")
     n = M * K // 4
     scale = np.float32(raw[n : n + 4].copy().view("<f4")[0])
-    return TL1Weight(raw[:n], M, K, TileConfig(BM, BK, bm), scale, isa or kernel_isa())
+    return TL1Weight(raw[:n], M, K, TileConfig(BM, BK, bm), scale, resolve_isa(isa))
 
 
 @kernel()
@@ -190,21 +198,25 @@ def tl1_tables(q: np.ndarray, bm: int) -> np.ndarray:
     """AVX2 per-token tables for `q`: uint8[n, K/2, 32] for bm 64, uint8[n, K/8, 128] (pairs
     grouped by four) for bm 32. Weights with the same K and bm can share one build via
     `tl1_linear(..., tables=)`."""
-    from .tl_simd import build_lut_tl1
+    return _simd().build_lut_tl1(np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8), bm == 32)
 
-    return build_lut_tl1(np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8), bm == 32)
+
+def _simd():  # noqa: ANN202
+    """The AVX2 module, imported on first use only (compiling it needs an AVX2 CPU)."""
+    from . import tl_simd
+
+    return tl_simd
 
 
 def _run(w: TL1Weight, q: np.ndarray, out_i: np.ndarray, out_f: np.ndarray, s: np.ndarray, isa: str | None, pf: int,
          tables: np.ndarray | None = None) -> None:
     c = w.tile
-    if (isa or w.isa) == "avx2":
-        from .tl_simd import run_threaded, tl1_avx2, tl1_avx2_serial
-
-        lut = tl1_tables(q, c.bm) if tables is None else tables
+    if (resolve_isa(isa) if isa else w.isa) == "avx2":
+        simd = _simd()
+        lut = simd.build_lut_tl1(q, c.bm == 32) if tables is None else tables
         if lut.shape != ((q.shape[0], w.K // 8, 128) if c.bm == 32 else (q.shape[0], w.K // 2, 32)):
             raise ValueError(f"TL1 tables of shape {lut.shape} do not fit this {w.M}x{w.K} weight")
-        run_threaded(("tl1", w.M, w.K, q.shape[0] > 1), tl1_avx2, tl1_avx2_serial,
+        simd.run_threaded(("tl1", w.M, w.K, q.shape[0] > 1), simd.tl1_avx2, simd.tl1_avx2_serial,
                      (w.data, lut, w.M, w.K, c.BM, c.BK, c.bm, out_i, out_f, s, w.scale, pf))
     else:
         qsum = q.sum(axis=1, dtype=np.int32)  # [n]

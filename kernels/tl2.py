@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 from numba import prange
 
-from ._jit import kernel, kernel_isa
+from ._jit import kernel
 from .tl_common import (
     TL2_TWO_BK,
     TileConfig,
     check_tile_config,
     emit_rows,
     quantize_activations_tl_ref,
+    resolve_isa,
     scale_tail,
     tl_packed_nbytes,
     tl_scale_offset,
@@ -35,6 +36,9 @@ __all__ = [
     "tl2_matmul_int",
     "tl2_linear",
     "tl2_tables",
+    "TL2Stack",
+    "stack_tl2",
+    "tl2_linear_stack",
 ]
 
 # Stored position p of a 32-row sub-tile holds row _ROWS[p]: 8-row groups in order 0, 2, 1, 3,
@@ -179,7 +183,7 @@ def prepare_tl2(raw: np.ndarray, M: int, K: int, BM: int, BK: int, bm: int = 32,
     if raw.size < so + 4:
         raise ValueError(f"TL2 data too short: {raw.size} bytes for {M}x{K}")
     scale = np.float32(raw[so : so + 4].copy().view("<f4")[0])
-    return TL2Weight(raw[: tl_packed_nbytes("tl2", M, K)], M, K, TileConfig(BM, BK, bm), scale, isa or kernel_isa())
+    return TL2Weight(raw[: tl_packed_nbytes("tl2", M, K)], M, K, TileConfig(BM, BK, bm), scale, resolve_isa(isa))
 
 
 @kernel()
@@ -259,22 +263,26 @@ def _tl2_portable(wb, q, qsum2, M, K, BM, BK, out_i, out_f, s_act, scale):  # no
 def tl2_tables(q: np.ndarray, K: int, BK: int) -> np.ndarray:
     """AVX2 per-token tables for `q` (uint8[n, three_k/3 + two_k/2, 32]); weights with the same K
     and K % BK (e.g. Q, K and V) can share one build via `tl2_linear(..., tables=)`."""
-    from .tl_simd import build_lut_tl2
+    return _simd().build_lut_tl2(np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8), _split(K, BK)[0])
 
-    return build_lut_tl2(np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8), _split(K, BK)[0])
+
+def _simd():  # noqa: ANN202
+    """The AVX2 module, imported on first use only (compiling it needs an AVX2 CPU)."""
+    from . import tl_simd
+
+    return tl_simd
 
 
 def _run(w: TL2Weight, q: np.ndarray, out_i: np.ndarray, out_f: np.ndarray, s: np.ndarray, isa: str | None, pf: int,
          tables: np.ndarray | None = None) -> None:
     c = w.tile
     three_k, two_k = _split(w.K, c.BK)
-    if (isa or w.isa) == "avx2":
-        from .tl_simd import run_threaded, tl2_avx2, tl2_avx2_serial
-
-        lut = tl2_tables(q, w.K, c.BK) if tables is None else tables
+    if (resolve_isa(isa) if isa else w.isa) == "avx2":
+        simd = _simd()
+        lut = simd.build_lut_tl2(q, three_k) if tables is None else tables
         if lut.shape != (q.shape[0], three_k // 3 + two_k // 2, 32):
             raise ValueError(f"TL2 tables of shape {lut.shape} do not fit this {w.M}x{w.K} weight")
-        run_threaded(("tl2", w.M, w.K, q.shape[0] > 1), tl2_avx2, tl2_avx2_serial,
+        simd.run_threaded(("tl2", w.M, w.K, q.shape[0] > 1), simd.tl2_avx2, simd.tl2_avx2_serial,
                      (w.data, lut, w.M, w.K, c.BM, c.BK, out_i, out_f, s, w.scale, pf))
     else:
         qsum2 = q[:, three_k:].sum(axis=1, dtype=np.int32)  # offset of the two part's 0..2 digits
@@ -298,6 +306,69 @@ def tl2_linear(w: TL2Weight, q: np.ndarray, s: np.ndarray, *, isa: str | None = 
     q = np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8)  # [n, K]
     y = np.empty((q.shape[0], w.M), dtype=np.float32)
     _run(w, q, _NO_I32, y, np.ascontiguousarray(s, dtype=np.float32).reshape(-1), isa, pf, tables)
+    return y
+
+
+@dataclass(frozen=True)
+class TL2Stack:
+    """Several TL2 weights with the same K and BK (e.g. Q, K, V) computed in one call.
+
+    `data` concatenates the parts' packed bytes (one copy); `tiles` lists (part, row tile) in an
+    order whose equal-count thread chunks carry about equal rows.
+    """
+
+    parts: tuple[TL2Weight, ...]
+    data: np.ndarray  # uint8[Σ packed bytes]
+    offsets: np.ndarray  # int64[P + 1]: byte offset of each part in data
+    Ms: np.ndarray  # int64[P]
+    BMs: np.ndarray  # int64[P]
+    row0s: np.ndarray  # int64[P]: first output column of each part
+    scales: np.ndarray  # f32[P]
+    tiles: np.ndarray  # int64[T, 2]
+    M: int
+    K: int
+    BK: int
+    isa: str
+
+
+def stack_tl2(weights: list[TL2Weight], *, nbins: int | None = None) -> TL2Stack:
+    """Stack TL2 weights that share K, BK and ISA; outputs come side by side in `tl2_linear_stack`."""
+    import numba
+
+    w0 = weights[0]
+    if any(w.K != w0.K or w.tile.BK != w0.tile.BK or w.isa != w0.isa for w in weights):
+        raise ValueError("stack_tl2: all parts need the same K, BK and ISA")
+    Ms = np.array([w.M for w in weights], np.int64)
+    tiles = sorted(((p, a) for p, w in enumerate(weights) for a in range(w.M // w.tile.BM)),
+                   key=lambda pa: -weights[pa[0]].tile.BM)
+    nbins = nbins or numba.config.NUMBA_NUM_THREADS
+    order = [t for b in range(nbins) for t in tiles[b::nbins]]  # deal big tiles round-robin
+    return TL2Stack(
+        parts=tuple(weights),
+        data=np.concatenate([w.data for w in weights]),
+        offsets=np.cumsum([0] + [w.data.size for w in weights]).astype(np.int64),
+        Ms=Ms, BMs=np.array([w.tile.BM for w in weights], np.int64),
+        row0s=np.concatenate([[0], np.cumsum(Ms)[:-1]]).astype(np.int64),
+        scales=np.array([w.scale for w in weights], np.float32),
+        tiles=np.array(order, np.int64).reshape(-1, 2), M=int(Ms.sum()), K=w0.K, BK=w0.tile.BK, isa=w0.isa,
+    )
+
+
+def tl2_linear_stack(st: TL2Stack, q: np.ndarray, s: np.ndarray, *, pf: int = 2048,
+                     tables: np.ndarray | None = None) -> np.ndarray:
+    """The parts' `tl2_linear` outputs side by side, f32[n, Σ M], one parallel region (AVX2)."""
+    q = np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8)  # [n, K]
+    s = np.ascontiguousarray(s, dtype=np.float32).reshape(-1)
+    if st.isa != "avx2":
+        return np.concatenate([tl2_linear(w, q, s, isa=st.isa) for w in st.parts], axis=1)
+    simd = _simd()
+    three_k, two_k = _split(st.K, st.BK)
+    lut = simd.build_lut_tl2(q, three_k) if tables is None else tables
+    if lut.shape != (q.shape[0], three_k // 3 + two_k // 2, 32):
+        raise ValueError(f"TL2 tables of shape {lut.shape} do not fit this stack (K={st.K}, BK={st.BK})")
+    y = np.empty((q.shape[0], st.M), dtype=np.float32)
+    args = (st.data, st.offsets, st.Ms, st.BMs, st.row0s, st.tiles, lut, st.K, st.BK, y, s, st.scales, pf)
+    simd.run_threaded(("tl2-stack", st.M, st.K, q.shape[0] > 1), simd.tl2_avx2_stack, simd.tl2_avx2_stack_serial, args)
     return y
 
 

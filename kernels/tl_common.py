@@ -8,12 +8,17 @@ allow for a shape and `choose_tile_config` picks one.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ._jit import kernel
+from ._jit import has_avx2, kernel, kernel_isa
+
+if TYPE_CHECKING:
+    from .tl1 import TL1Weight
+    from .tl2 import TL2Weight
 
 TLKind = Literal["tl1", "tl2"]
 
@@ -41,6 +46,9 @@ __all__ = [
     "quantize_activations_tl",
     "quantize_activations_tl_ref",
     "emit_rows",
+    "prepare_tl",
+    "tl_linear",
+    "resolve_isa",
 ]
 
 
@@ -279,3 +287,41 @@ def quantize_activations_tl(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = np.empty(x.shape[0], np.float32)
     _quantize_tl(x, q, s)
     return q, s
+
+
+def prepare_tl(raw: np.ndarray, ggml_type: int | TLKind, M: int, K: int, *, isa: str | None = None) -> TL1Weight | TL2Weight:
+    """A TL1Weight / TL2Weight for a model file's TL tensor bytes, with the tile triple the
+    writer used (`choose_tile_config`); zero-copy."""
+    kind = _kind(ggml_type)
+    c = choose_tile_config(kind, M, K)
+    if kind == "tl1":
+        from .tl1 import prepare_tl1
+
+        return prepare_tl1(raw, M, K, c.BM, c.BK, c.bm, isa=isa)
+    from .tl2 import prepare_tl2
+
+    return prepare_tl2(raw, M, K, c.BM, c.BK, c.bm, isa=isa)
+
+
+def tl_linear(w: TL1Weight | TL2Weight, q: np.ndarray, s: np.ndarray, *, tables: np.ndarray | None = None) -> np.ndarray:
+    """`tl1_linear` or `tl2_linear` by weight type: f32[n, M] = float32(Σ t·q) / s * w_scale."""
+    from .tl1 import TL1Weight, tl1_linear
+    from .tl2 import tl2_linear
+
+    return (tl1_linear if isinstance(w, TL1Weight) else tl2_linear)(w, q, s, tables=tables)
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_isa() -> tuple[str, bool]:
+    return kernel_isa(), has_avx2()  # querying LLVM takes ~0.1 ms: once per process
+
+
+def resolve_isa(isa: str | None) -> str:
+    """The kernel family to use: `isa` if given (AVX2 only on CPUs that have it), else the best here."""
+    best, avx2 = _cpu_isa()
+    isa = isa or best
+    if isa not in ("avx2", "portable"):
+        raise ValueError(f"unknown kernel family {isa!r}: use 'avx2' or 'portable'")
+    if isa == "avx2" and not avx2:
+        raise ValueError("this CPU has no AVX2; use isa='portable'")  # LLVM would abort, not raise
+    return isa

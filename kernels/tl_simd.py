@@ -3,8 +3,9 @@
 Per activation pair (TL1, TL2's two part) or triplet (TL2) the runtime builds a 16-entry int16
 table stored as two 16-byte planes (low bytes, high bytes). One `vpshufb` per plane looks up 32
 nibbles at once and `vpunpck{l,h}bw` rebuilds the exact int16 values; TL2 applies its sign bits
-with `(v + m) ^ m` (m = 0 or -1), as bitnet.cpp does. Sums stay in int16 within a K-block
-(exact: BK <= 256) and go to int32 per block. Import only on CPUs with AVX2 (`_jit.kernel_isa`).
+with `vpsignw` (3 ops per 16 rows where bitnet.cpp spends 5). Sums stay in int16 within a
+K-block (exact: BK <= 256) and go to int32 per block. Compile only on CPUs with AVX2
+(`_jit.kernel_isa`); importing is safe anywhere.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from ._jit import kernel
 from .tl_common import emit_rows
 from .simd import (
     as_v16i16,
+    as_v32i8,
     load_bcast128,
+    load_v16i16,
     load_v32i8,
     prefetch,
     shuffle_bytes,
@@ -27,6 +30,7 @@ from .simd import (
     splat_v16i16,
     splat_v32i8,
     srl16,
+    store_v32i8,
     unpackhi8,
     unpacklo8,
     v16i16,
@@ -34,11 +38,11 @@ from .simd import (
     vadd,
     vand,
     vor,
-    vxor,
     zero_v16i16,
 )
 
-__all__ = ["build_lut_tl1", "build_lut_tl2", "tl1_avx2", "tl1_avx2_serial", "tl2_avx2", "tl2_avx2_serial", "run_threaded"]
+__all__ = ["build_lut_tl1", "build_lut_tl2", "tl1_avx2", "tl1_avx2_serial", "tl2_avx2", "tl2_avx2_serial", "tl2_avx2_stack",
+           "tl2_avx2_stack_serial", "run_threaded"]
 
 _I8 = ir.IntType(8)
 
@@ -46,38 +50,6 @@ _I8 = ir.IntType(8)
 def _ptr(context, builder, arrty, arr, off):  # noqa: ANN001, ANN202
     a = context.make_array(arrty)(context, builder, arr)
     return builder.gep(builder.bitcast(a.data, _I8.as_pointer()), [off])
-
-
-@intrinsic
-def load_2x128(typingctx, arr, off0, off1):  # noqa: ANN001, ANN202
-    """16 bytes at `off0` in the low 128-bit lane and 16 bytes at `off1` in the high lane."""
-    if not isinstance(arr, types.Array):
-        return None
-
-    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
-        t16 = ir.VectorType(_I8, 16)
-        lo = builder.load(builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), t16.as_pointer()), align=1)
-        hi = builder.load(builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[2]), t16.as_pointer()), align=1)
-        return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(32))))
-
-    return v32i8(arr, off0, off1), codegen
-
-
-@intrinsic
-def sra16(typingctx, a, n):  # noqa: ANN001, ANN202
-    """Arithmetic right shift of 16-bit lanes (vpsraw)."""
-    if a != v16i16 or not isinstance(n, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
-        t = ir.VectorType(ir.IntType(16), 16)
-        amt = builder.trunc(args[1], ir.IntType(16))
-        splat = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(t, ir.Undefined), amt, ir.Constant(ir.IntType(32), 0)),
-            ir.Constant(t, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), None))
-        return builder.ashr(args[0], splat)
-
-    return v16i16(a, n), codegen
 
 
 def _make_acc_i32(high: bool):  # noqa: ANN202
@@ -114,7 +86,58 @@ def _digit_planes() -> tuple[np.ndarray, ...]:
     return (*three, *two)
 
 
-_T0, _T1, _T2, _P0, _P1 = _digit_planes()  # int32[16] each: digit of every table entry
+_P0, _P1 = _digit_planes()[3:]  # int32[16]: pair digits of every table entry (grouped tables)
+_DIGITS16 = np.stack(_digit_planes()).astype(np.int16)  # [5, 16]: the same as int16 lanes
+# vpshufb mask: in each 128-bit lane, the 8 low bytes of the int16 entries, then the 8 high bytes
+_SPLIT = np.array([2 * i for i in range(8)] + [2 * i + 1 for i in range(8)], np.uint8)
+_SPLIT = np.concatenate([_SPLIT, _SPLIT])
+
+
+@intrinsic
+def permq_0213(typingctx, a):  # noqa: ANN001, ANN202
+    """Swap the middle two 64-bit quarters (vpermq 0xD8): [l0 h0 | l1 h1] -> [l0 l1 | h0 h1]."""
+    if a != v32i8:
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        t64 = ir.VectorType(ir.IntType(64), 4)
+        v = builder.bitcast(args[0], t64)
+        v = builder.shuffle_vector(v, ir.Constant(t64, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 4), [0, 2, 1, 3]))
+        return builder.bitcast(v, ir.VectorType(_I8, 32))
+
+    return v32i8(a), codegen
+
+
+@kernel()
+def _planes(v, split):  # noqa: ANN001, ANN202
+    """16 int16 table entries -> [16 low bytes | 16 high bytes]."""
+    return permq_0213(shuffle_bytes(as_v32i8(v), split))
+
+
+@kernel()
+def _triplet_tables_simd(q, three_k, lut, digits, split):  # noqa: ANN001, ANN202
+    """lut[j, c] for every triplet c < three_k/3: entry e = d0*q0 + d1*q1 + d2*q2 via vpsignw
+    (digits are -1/0/1), split into byte planes with one vpshufb + vpermq."""
+    n, E = lut.shape[0], lut.shape[1]
+    d0, d1, d2 = load_v16i16(digits, 0), load_v16i16(digits, 32), load_v16i16(digits, 64)
+    m = load_v32i8(split, 0)
+    for j in range(n):
+        for c in range(three_k // 3):
+            v = vadd(vadd(sign16(splat_v16i16(q[j, 3 * c]), d0), sign16(splat_v16i16(q[j, 3 * c + 1]), d1)),
+                     sign16(splat_v16i16(q[j, 3 * c + 2]), d2))
+            store_v32i8(lut, (j * E + c) * 32, _planes(v, m))
+
+
+@kernel()
+def _pair_tables_simd(q, k0, k1, lut, e0, digits, split):  # noqa: ANN001, ANN202
+    """Plain-layout pair tables for columns [k0, k1) into lut[:, e0:, :] (see `_pair_tables`)."""
+    n, E = lut.shape[0], lut.shape[1]
+    d0, d1 = load_v16i16(digits, 96), load_v16i16(digits, 128)
+    m = load_v32i8(split, 0)
+    for j in range(n):
+        for p in range((k1 - k0) // 2):
+            v = vadd(sign16(splat_v16i16(q[j, k0 + 2 * p]), d0), sign16(splat_v16i16(q[j, k0 + 2 * p + 1]), d1))
+            store_v32i8(lut, (j * E + e0 + p) * 32, _planes(v, m))
 
 
 @kernel()
@@ -141,9 +164,13 @@ def _pair_tables(q, k0, k1, flat, off0, grouped):  # noqa: ANN001, ANN202
 def build_lut_tl1(q, grouped):  # noqa: ANN001, ANN201
     """TL1 tables: uint8[n, K/2, 32] (plain, for bm 64) or uint8[n, K/8, 128] (grouped, bm 32)."""
     n, K = q.shape
+    if not grouped:
+        lut = np.empty((n, K // 2, 32), np.uint8)
+        _pair_tables_simd(q, 0, K, lut, 0, _DIGITS16, _SPLIT)
+        return lut
     lut = np.empty((n, K * 16), np.uint8)
     _pair_tables(q, 0, K, lut, 0, grouped)
-    return lut.reshape((n, K // 8, 128)) if grouped else lut.reshape((n, K // 2, 32))
+    return lut.reshape((n, K // 8, 128))
 
 
 @kernel()
@@ -151,15 +178,8 @@ def build_lut_tl2(q, three_k):  # noqa: ANN001, ANN201
     """uint8[n, three_k/3 + two_k/2, 32]: triplet tables (entries 0..13) then pair tables."""
     n, K = q.shape
     lut = np.empty((n, three_k // 3 + (K - three_k) // 2, 32), np.uint8)
-    for j in range(n):
-        for c in range(three_k // 3):
-            x0, x1, x2 = np.int32(q[j, 3 * c]), np.int32(q[j, 3 * c + 1]), np.int32(q[j, 3 * c + 2])
-            row = lut[j, c]
-            for i in range(16):
-                v = _T0[i] * x0 + _T1[i] * x1 + _T2[i] * x2
-                row[i] = np.uint8(v & 0xFF)
-                row[16 + i] = np.uint8((v >> 8) & 0xFF)
-    _pair_tables(q, three_k, K, lut.reshape((n, lut.shape[1] * 32)), three_k // 3 * 32, False)
+    _triplet_tables_simd(q, three_k, lut, _DIGITS16, _SPLIT)
+    _pair_tables_simd(q, three_k, K, lut, three_k // 3, _DIGITS16, _SPLIT)
     return lut
 
 
@@ -324,6 +344,34 @@ def tl2_avx2_serial(wb, lut, M, K, BM, BK, out_i, out_f, s, scale, pf):  # noqa:
         cbuf[:] = 0
         _tl2_tile(wb, lut, a, M, K, BM, BK, cbuf, pf)
         emit_rows(cbuf, a, out_i, out_f, s, scale)
+
+
+@kernel()
+def _tl2_stack_tile(data, offsets, Ms, BMs, row0s, tiles, t, lut, K, BK, out_f, s, scales, pf):  # noqa: ANN001, ANN202
+    """Row tile t of a stack: part p = tiles[t, 0], its tile a = tiles[t, 1], rescaled into
+    out_f's columns from row0s[p]."""
+    p, a = tiles[t, 0], tiles[t, 1]
+    BM = BMs[p]
+    cbuf = np.zeros((lut.shape[0], BM), np.int32)
+    _tl2_tile(data[offsets[p] : offsets[p + 1]], lut, a, Ms[p], K, BM, BK, cbuf, pf)
+    c0, sc = row0s[p] + a * BM, scales[p]
+    for j in range(lut.shape[0]):
+        sj = s[j]
+        for r in range(BM):
+            out_f[j, c0 + r] = np.float32(np.float32(cbuf[j, r]) / sj) * sc
+
+
+@kernel(parallel=True)
+def tl2_avx2_stack(data, offsets, Ms, BMs, row0s, tiles, lut, K, BK, out_f, s, scales, pf):  # noqa: ANN001, ANN201
+    """Several TL2 weights sharing K and BK (Q, K, V) in one parallel region over all row tiles."""
+    for t in prange(tiles.shape[0]):
+        _tl2_stack_tile(data, offsets, Ms, BMs, row0s, tiles, t, lut, K, BK, out_f, s, scales, pf)
+
+
+@kernel()
+def tl2_avx2_stack_serial(data, offsets, Ms, BMs, row0s, tiles, lut, K, BK, out_f, s, scales, pf):  # noqa: ANN001, ANN201
+    for t in range(tiles.shape[0]):
+        _tl2_stack_tile(data, offsets, Ms, BMs, row0s, tiles, t, lut, K, BK, out_f, s, scales, pf)
 
 
 # ---- TL1 ------------------------------------------------------------------------------------

@@ -246,7 +246,7 @@ def test_stream_read_reduces_every_word():
     from bitnet_cli import membw
 
     buf = np.random.default_rng(0).integers(0, 2**63, size=100_003, dtype=np.uint64)
-    assert membw._stream_xor(buf, 8) == np.bitwise_xor.reduce(buf)
+    assert membw._stream_sum(buf, 8) == buf.sum()  # every word read once (uint64 sums wrap alike)
     assert membw.read_bandwidth(1, buf=buf, passes=1) > 0
 
 
@@ -295,3 +295,18 @@ def test_compare_without_llama_cpp_says_how_to_install(monkeypatch):
     with pytest.raises(UserError, match="llama-cpp-python") as e:
         require_llama_cpp()
     assert "bitnet-cli[compare]" in e.value.hint
+
+
+def test_e2e_script_mirrors_upstream_flags(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("e2e_benchmark", Path(__file__).parent.parent / "scripts" / "e2e_benchmark.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    calls = []
+    monkeypatch.setattr("bitnet_cli.cli.app.main", calls.append)
+    mod.main(["-m", "m.gguf", "-n", "200", "-p", "256", "-t", "4"])
+    assert calls == [["bench", "-m", "m.gguf", "-n", "200", "-p", "256", "-t", "4", "-r", "5"]]
+    args, _ = mod.parse_args(["--model", "x.gguf"])
+    assert (args.n_token, args.n_prompt, args.threads) == (128, 512, 2)  # upstream's defaults

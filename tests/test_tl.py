@@ -22,6 +22,8 @@ from bitnet_kernels.tl2 import (
     tl2_linear,
     tl2_linear_ref,
     tl2_matmul_int,
+    stack_tl2,
+    tl2_linear_stack,
     tl2_tables,
     unpack_tl2,
 )
@@ -31,9 +33,11 @@ from bitnet_kernels.tl_common import (
     TileConfig,
     check_tile_config,
     choose_tile_config,
+    prepare_tl,
     quantize_activations_tl,
     quantize_activations_tl_ref,
     tile_configs,
+    tl_linear,
     tl_nbytes,
 )
 
@@ -311,6 +315,42 @@ def test_serial_avx2_kernels_match() -> None:
         np.testing.assert_array_equal(tl2_matmul_int(w2, q, isa="avx2"), _exact(t, q))
     finally:
         threads.set_num_threads(old)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_stacked_weights_match_separate_calls(isa: str, parallel_kernels: int) -> None:
+    if not _isa_or_dispatch(isa):
+        return
+    rng = np.random.default_rng(15)
+    K, BK = 288, 192
+    parts = []
+    for M, BM, scale in ((128, 64, 0.5), (64, 32, 0.25), (96, 32, 2.0)):  # Q, K, V-like
+        t = _ternary(rng, M, K)
+        parts.append(prepare_tl2(pack_tl2(t, scale, BM, BK), M, K, BM, BK, isa=isa))
+    st = stack_tl2(parts, nbins=2)
+    assert sorted(map(tuple, st.tiles.tolist())) == [(p, a) for p, w in enumerate(parts) for a in range(w.M // w.tile.BM)]
+    x = rng.standard_normal((3, K)).astype(np.float32)
+    q, s = quantize_activations_tl(x)
+    want = np.concatenate([tl2_linear(w, q, s) for w in parts], axis=1)
+    for n in (1, 3):
+        np.testing.assert_array_equal(tl2_linear_stack(st, q[:n], s[:n]), want[:n])
+    with pytest.raises(ValueError):
+        stack_tl2([parts[0], prepare_tl2(pack_tl2(_ternary(rng, 32, K), 1.0, 32, 96), 32, K, 32, 96)])
+
+
+def test_prepare_tl_uses_the_writers_tile_choice() -> None:
+    rng = np.random.default_rng(16)
+    M, K = 128, 2560  # not in bitnet.cpp's tables: our fixed rule
+    t = _ternary(rng, M, K)
+    x = rng.standard_normal((2, K)).astype(np.float32)
+    q, s = quantize_activations_tl(x)
+    for kind, code in (("tl1", 38), ("tl2", 39)):
+        c = choose_tile_config(kind, M, K)
+        raw = pack_tl1(t, 0.5, c.BM, c.BK, c.bm) if kind == "tl1" else pack_tl2(t, 0.5, c.BM, c.BK)
+        w = prepare_tl(raw, code, M, K)
+        assert w.tile == c
+        want = (_exact(t, q).astype(np.float32) / s[:, None] * np.float32(0.5)).astype(np.float32)
+        np.testing.assert_array_equal(tl_linear(w, q, s), want)
 
 
 def test_prepare_uses_file_bytes_in_place() -> None:
