@@ -22,7 +22,8 @@ def render() -> str:
     for args in [[]] + [[n] for n in sorted(names)]:
         result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"})
         title = " ".join(["bitnet", *args])
-        parts.append(f"## `{title}`\n\n```text\n{result.output.rstrip()}\n```\n")
+        text = "\n".join(line.rstrip() for line in result.output.strip("\n").splitlines())
+        parts.append(f"## `{title}`\n\n```text\n{text}\n```\n")
     return "\n".join(parts)
 
 
