@@ -226,32 +226,44 @@ def warm_up(runner: Runner, test: BenchTest) -> None:
 Progress = Callable[[str], None]
 
 
-def run_tests(runner: Runner, tests: Iterable[BenchTest], threads: Sequence[int], *, repetitions: int = 5,
-              warmup: bool = True, delay: float = 0.0, bandwidth: dict[int, float] | None = None,
-              progress: Progress | None = None, per_rep: bool = False) -> list[BenchResult]:
+def run_tests(runners: Runner | Sequence[Runner], tests: Iterable[BenchTest], threads: Sequence[int], *,
+              repetitions: int = 5, warmup: bool = True, delay: float = 0.0,
+              bandwidth: dict[int, float] | None = None, progress: Progress | None = None,
+              per_rep: bool = False) -> list[BenchResult]:
     """Every test at every thread count, `repetitions` timed runs each (llama-bench order).
 
+    With several runners (ours and a peer), each test runs on all of them back to back, so a
+    ratio compares runs minutes apart at most; the rows come back grouped by runner.
     `progress` gets a line per test (and per repetition with `per_rep`).
     """
-    results = []
+    runners = [runners] if not isinstance(runners, Sequence) else list(runners)
+    rows: list[list[BenchResult]] = [[] for _ in runners]
     tests = list(tests)
     for nt in threads:
-        runner.set_threads(nt)
+        for runner in runners:
+            runner.set_threads(nt)
         for test in tests:
-            if progress:
-                progress(f"{runner.info.filename}: {test.name}, {nt} thread(s), {repetitions} run(s)")
-            if delay:
-                time.sleep(delay)
-            if warmup:
-                warm_up(runner, test)
-            samples = []
-            for i in range(repetitions):
-                samples.append(runner.run(test))
-                if progress and per_rep:
-                    progress(f"  run {i + 1}/{repetitions}: {test.n_tokens * 1e9 / samples[-1]:.2f} t/s")
-            results.append(BenchResult(runner.info, test, nt, samples, n_batch=runner.n_batch,
-                                       machine_bandwidth=(bandwidth or {}).get(nt)))
-    return results
+            for runner, out in zip(runners, rows):
+                if delay:
+                    time.sleep(delay)
+                out.append(_time_test(runner, test, nt, repetitions, warmup, progress, per_rep))
+                out[-1].machine_bandwidth = (bandwidth or {}).get(nt)
+    return [r for out in rows for r in out]
+
+
+def _time_test(runner: Runner, test: BenchTest, nt: int, repetitions: int, warmup: bool,
+               progress: Progress | None, per_rep: bool) -> BenchResult:
+    if progress:
+        progress(f"{runner.info.backend} {Path(runner.info.filename).name}: {test.name}, {nt} thread(s), "
+                 f"{repetitions} run(s)")
+    if warmup:
+        warm_up(runner, test)
+    samples = []
+    for i in range(repetitions):
+        samples.append(runner.run(test))
+        if progress and per_rep:
+            progress(f"  run {i + 1}/{repetitions}: {test.n_tokens * 1e9 / samples[-1]:.2f} t/s")
+    return BenchResult(runner.info, test, nt, samples, n_batch=runner.n_batch)
 
 
 # ---- describing a model -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bitnet_cli.bench import (
     BenchResult,
+    ModelInfo,
     ModelRunner,
     Progress,
     describe_model,
@@ -110,7 +111,7 @@ def resolve_dummies(sizes: Sequence[str], qtypes: Sequence[str], progress: Progr
 
 
 def run_suite(opts: BenchOptions, progress: Progress) -> list[BenchResult]:
-    """Benchmark every model (ours, then the peer on the same weights) at every thread count."""
+    """Benchmark every model at every thread count; with a peer, both run each test back to back."""
     import bitnet_cli
 
     models = list(opts.models)
@@ -121,43 +122,44 @@ def run_suite(opts: BenchOptions, progress: Progress) -> list[BenchResult]:
     tests = make_tests(opts.n_prompt, opts.n_gen, opts.pg, opts.depths)
     if not tests:
         raise UserError("no test to run", "give -p, -n or -pg a value above 0")
+    if opts.compare:
+        from bitnet_cli.bench_llamacpp import require_llama_cpp
+
+        require_llama_cpp()  # fail before minutes of work, not after
     bandwidth = measure_bandwidth(opts.threads, progress) if opts.verbose else None
     n_ctx = max(t.n_depth + t.n_tokens for t in tests)
     results: list[BenchResult] = []
     for path in models:
         progress(f"loading {path}")
         model = bitnet_cli.load(path, n_ctx=n_ctx, threads=opts.threads[0])
-        runner = ModelRunner(model, describe_model(model), opts.n_batch)
-        results += run_tests(runner, tests, opts.threads, repetitions=opts.repetitions, warmup=opts.warmup,
-                             delay=opts.delay, bandwidth=bandwidth, progress=progress, per_rep=opts.per_rep)
-        source = runner.info
-        del model, runner  # release the weights before the peer loads its copy
+        runners = [ModelRunner(model, describe_model(model), opts.n_batch)]
         if opts.compare:
-            results += _run_peers(path, source, tests, opts, n_ctx, bandwidth, progress)
+            runners += _peer_runners(path, runners[0].info, opts, n_ctx, progress)
+        results += run_tests(runners, tests, opts.threads, repetitions=opts.repetitions, warmup=opts.warmup,
+                             delay=opts.delay, bandwidth=bandwidth, progress=progress, per_rep=opts.per_rep)
+        del model, runners  # release the weights before the next model
     return results
 
 
-def _run_peers(path: Path, source, tests, opts: BenchOptions, n_ctx: int,  # noqa: ANN001
-               bandwidth: dict[int, float] | None, progress: Progress) -> list[BenchResult]:
-    from bitnet_cli.bench_llamacpp import LlamaCppRunner, peer_path, require_llama_cpp, write_peer_model
+def _peer_runners(path: Path, source: ModelInfo, opts: BenchOptions, n_ctx: int, progress: Progress) -> list:
+    """llama.cpp on copies of `path` in each --compare-type (written once, cached)."""
+    from bitnet_cli.bench_llamacpp import LlamaCppRunner, peer_path, write_peer_model
 
-    require_llama_cpp()
-    results = []
+    runners = []
     for qtype in opts.compare_types:
         dst = peer_path(path, qtype, cache_dir() / "peer")
+        # Both copies stay loaded while the tests alternate between them.
+        need = path.stat().st_size + (dst.stat().st_size if dst.exists() else path.stat().st_size * (8 if qtype == "f16" else 1))
+        problem = fit_problem(need, dst.parent, dst.exists())
+        if problem:
+            progress(f"skipping llama.cpp {qtype} for {path.name}: {problem}")
+            continue
         if not dst.exists():
-            problem = fit_problem(path.stat().st_size * (8 if qtype == "f16" else 1), dst.parent, False)
-            if problem:
-                progress(f"skipping llama.cpp {qtype} for {path.name}: {problem}")
-                continue
-            progress(f"writing {qtype.upper()} copy for llama.cpp: {dst}")
+            progress(f"writing the {qtype.upper()} copy for llama.cpp: {dst}")
             write_peer_model(path, dst, qtype)
         progress(f"loading {dst} in llama.cpp")
-        runner = LlamaCppRunner(dst, qtype, source, n_ctx, opts.threads[0], opts.n_batch)
-        results += run_tests(runner, tests, opts.threads, repetitions=opts.repetitions, warmup=opts.warmup,
-                             delay=opts.delay, bandwidth=bandwidth, progress=progress, per_rep=opts.per_rep)
-        del runner
-    return results
+        runners.append(LlamaCppRunner(dst, qtype, source, n_ctx, opts.threads[0], opts.n_batch))
+    return runners
 
 
 def measure_bandwidth(threads: Sequence[int], progress: Progress) -> dict[int, float]:

@@ -44,12 +44,18 @@ def _float_array(mf: ModelFile, rec: TensorRecord) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def _ternary(mf: ModelFile, rec: TensorRecord) -> object:
+def _ternary(mf: ModelFile, rec: TensorRecord, allow_tl2: bool = True) -> object:
     """Prepare a projection for the ternary kernels, whatever its stored type."""
     M, Kdim = rec.shape
     t = rec.ggml_type
     if t == GGMLType.I2_S:
         return K.prepare_i2s(rec.data, M, Kdim)
+    if t == GGMLType.TL2 and allow_tl2:
+        from bitnet_kernels.tl_common import prepare_tl, resolve_isa
+
+        if resolve_isa(None) == "avx2":
+            # TL2 reads 1.67 bits per weight: its LUT kernel beats I2_S for decode on AVX2 CPUs.
+            return prepare_tl(rec.data, int(t), M, Kdim)
     if t in FLOAT_TYPES:
         # llama-quantize's rule: weights of a BitNet file are already ternary (0 or ±scale).
         codes, scale = K.ternarize_sign(_float_array(mf, rec).reshape(M, Kdim))
@@ -77,20 +83,26 @@ def _unpack_other(rec: TensorRecord) -> tuple[np.ndarray, np.float32]:
     return unpack_tl(rec)
 
 
-def _linear(mf: ModelFile, names: list[str], out_features: list[int], in_features: int) -> object:
+def _linear(mf: ModelFile, names: list[str], out_features: list[int], in_features: int,
+            allow_tl2: bool = True) -> object:
     """One ternary weight holding the named projections' rows, in order."""
     parts = []
     for name, rows in zip(names, out_features):
         rec = _tensor(mf, f"{name}.weight")
         if tuple(rec.shape) != (rows, in_features):
             raise ModelFormatError(f"tensor '{rec.name}' has shape {tuple(rec.shape)}; expected {(rows, in_features)}")
-        w = _ternary(mf, rec)
+        w = _ternary(mf, rec, allow_tl2)
         scale_rec = mf.tensors.get(f"{name}.scale")
         if scale_rec is not None:  # the `bitnet` arch's optional per-matrix output multiplier
             extra = _float_array(mf, scale_rec).reshape(-1)[0]
             w = dataclasses.replace(w, row_scale=w.row_scale * np.float32(extra))
         parts.append(w)
-    return parts[0] if len(parts) == 1 else K.stack_ternary(parts)
+    if len(parts) == 1:
+        return parts[0]
+    try:
+        return K.stack_ternary(parts)
+    except ValueError:  # TL2 parts tiled differently cannot share a call: run them as I2_S
+        return _linear(mf, names, out_features, in_features, allow_tl2=False)
 
 
 def _norm(mf: ModelFile, name: str, size: int, required: bool = True) -> np.ndarray | None:

@@ -7,6 +7,7 @@ a directory of its own, because Numba's cache key does not include LLVM options.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,9 +37,26 @@ def user_cache_dir() -> Path:
     return Path(base) / "bitnet-cli"
 
 
+def _source_digest() -> str:
+    # Numba invalidates a cached function when its own file changes, not when a file it calls
+    # into does (simd.py, say): keying the folder by all kernel sources covers both.
+    h = hashlib.sha1()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def numba_cache_dir() -> Path:
-    """Where this package's compiled kernels are cached (separate from other Numba caches)."""
-    return user_cache_dir() / "numba"
+    """Where this package's compiled kernels are cached: apart from other Numba caches, one
+    folder per version of the kernel sources."""
+    global _cache_dir
+    if _cache_dir is None:
+        _cache_dir = user_cache_dir() / "numba" / _source_digest()
+    return _cache_dir
+
+
+_cache_dir: Path | None = None
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from ._jit import host_features, kernel_isa
 from .dense_decode import BF16, F16, F32, Q6_K, Q6_K_BLOCK, Q6_K_BYTES, Q8_0, Q8_0_BLOCK, Q8_0_BYTES, embed
 from .linear import _mod, _readonly, _sync_threads
 from .threads import ADAPTIVE
-from .tune import ensure_loaded
+from .tune import SEEN_SHAPES, ensure_loaded
 
 __all__ = ["DenseWeight", "prepare_dense", "embed_rows", "dense_linear", "DENSE_TYPES"]
 
@@ -85,6 +85,7 @@ def prepare_dense(data: np.ndarray, ggml_type: int, shape: tuple[int, int], *, i
     ensure_loaded()
     if isa == "avx2" and not _dense_avx2_ok(K):
         raise ValueError("prepare_dense: the AVX2 path needs AVX2, FMA, F16C and K % 32 == 0")
+    SEEN_SHAPES[(DENSE_TYPES[ggml_type], M, K)] = None
     return DenseWeight(M, K, ggml_type, view, isa or _dense_isa(ggml_type, K))
 
 
@@ -118,22 +119,14 @@ def dense_linear(w: DenseWeight, x: np.ndarray, out: np.ndarray | None = None) -
     key = (w.quant, w.M, w.K, kind, w.isa)
     if w.isa == "avx2":
         D = _mod("dense_avx2")
+        X16, DX = D.int16_activations(w.ggml_type, x)
+        tok_block, pf = int(prm.get("tok_block", 64)), int(prm.get("pf", 2048))
 
-        if w.ggml_type == Q6_K:
-            x = D.q6_k_permute(x)  # the order the shuffle-free Q6_K kernel reads
+        def serial() -> None:
+            D.linear_serial(w.data, w.ggml_type, x, X16, DX, out, tok_block, pf)
 
-        if kind == "gemv":
-            def serial() -> None:
-                D.gemv_serial(w.data, w.ggml_type, x[0], out[0], prm["pf"])
-
-            def parallel() -> None:
-                D.gemv_par(w.data, w.ggml_type, x[0], out[0], chunks, prm["pf"])
-        else:
-            def serial() -> None:
-                D.gemm_serial(w.data, w.ggml_type, x, out, prm["tok_block"])
-
-            def parallel() -> None:
-                D.gemm_par(w.data, w.ggml_type, x, out, chunks, prm["tok_block"])
+        def parallel() -> None:
+            D.linear_par(w.data, w.ggml_type, x, X16, DX, out, chunks, tok_block, pf)
     else:
         DP = _mod("dense_portable")
 

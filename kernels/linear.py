@@ -17,7 +17,7 @@ from . import params as P
 from ._jit import has_avx2, kernel_isa
 from .reference import I2S_BLOCK, i2s_nbytes
 from .threads import ADAPTIVE, get_num_threads
-from .tune import ensure_loaded
+from .tune import SEEN_SHAPES, ensure_loaded
 
 __all__ = ["TernaryWeight", "prepare_i2s", "ternary_linear", "stack_ternary"]
 
@@ -83,6 +83,7 @@ def prepare_i2s(raw: np.ndarray, M: int, K: int, *, isa: str | None = None) -> T
 
         data = _readonly(repack_w16(raw, M, K))
     row_scale = _readonly(np.full(M, scale, np.float32))
+    SEEN_SHAPES[("i2_s", M, K)] = None
     return TernaryWeight(M, K, scale, row_scale, data, isa, parts=(M,))
 
 
@@ -92,6 +93,10 @@ def stack_ternary(weights: list[TernaryWeight]) -> TernaryWeight:
     One call then computes all of them in one parallel region; each part keeps its own scale.
     The output columns are the parts' outputs side by side. Copies the weights once.
     """
+    if not isinstance(weights[0], TernaryWeight):  # TL2 weights stack into a TL2Stack
+        from .tl2 import stack_tl2
+
+        return stack_tl2(weights)
     K, isa = weights[0].K, weights[0].isa
     if any(w.K != K or w.isa != isa for w in weights):
         raise ValueError("stack_ternary: all parts need the same K and layout")
@@ -99,6 +104,7 @@ def stack_ternary(weights: list[TernaryWeight]) -> TernaryWeight:
     row_scale = np.concatenate([w.row_scale for w in weights])
     M = sum(w.M for w in weights)
     parts = tuple(p for w in weights for p in w.parts)
+    SEEN_SHAPES[("i2_s", M, K)] = None
     return TernaryWeight(M, K, weights[0].scale, _readonly(row_scale), _readonly(data), isa, parts=parts)
 
 
@@ -134,6 +140,8 @@ def ternary_linear(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarr
         q: int8[n, K] quantized activations; s: f32[n] their scales (`quantize_activations`).
         out: optional f32[n, M] C-contiguous output buffer.
     """
+    if not isinstance(w, TernaryWeight):  # TL1/TL2 weights and TL2 stacks
+        return _tl_linear(w, q, s, out)
     n = q.shape[0]
     if q.shape[1] != w.K or q.dtype != np.int8:
         raise ValueError(f"ternary_linear: expected int8[n, {w.K}], got {q.dtype}{list(q.shape)}")
@@ -152,6 +160,17 @@ def ternary_linear(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarr
         _run_avx2(w, q, s, out, kind, prm, threads)
     else:
         _run_portable(w, q, s, out, prm, threads)
+    return out
+
+
+def _tl_linear(w: object, q: np.ndarray, s: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    from .tl2 import TL2Stack, tl2_linear_stack
+    from .tl_common import tl_linear
+
+    y = tl2_linear_stack(w, q, s) if isinstance(w, TL2Stack) else tl_linear(w, q, s)
+    if out is None:
+        return y
+    out[...] = y
     return out
 
 

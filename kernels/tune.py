@@ -109,20 +109,41 @@ def _dense_setup(quant: str, M: int, K: int, n: int, rng: np.random.Generator) -
     return (lambda i: dense_linear(w, x, out)), 1
 
 
-def tune(shapes: list[tuple[int, int]], threads: int, quant: str = "i2_s", ns: tuple[int, ...] = (1, 128),
-         progress: Progress | None = None) -> dict[str, Any]:
+def tune(shapes: list[tuple[int, int]] | None = None, threads: int | None = None, quant: str = "i2_s",
+         ns: tuple[int, ...] = (1, 128), progress: Progress | None = None) -> dict[str, Any]:
     """Find the fastest parameters per (M, K, n-kind), apply them, and save them to the cache.
 
     Args:
-        shapes: distinct (M, K) weight shapes of the model (stacked shapes too, if used).
-        threads: the thread count the model will run with.
-        quant: "i2_s", or a head type "f16", "bf16", "f32", "q8_0", "q6_k".
+        shapes: distinct (M, K) weight shapes of the model (stacked shapes too, if used). None:
+            every shape `prepare_i2s` / `stack_ternary` / `prepare_dense` has seen in this process
+            (so: load the model, then call `tune(threads=t)`); heads then get n = 1 only.
+        threads: the thread count the model will run with (default: the current count).
+        quant: "i2_s", or a head type "f16", "bf16", "f32", "q8_0", "q6_k" (ignored when shapes
+            is None: each seen shape is tuned with its own type).
         ns: token counts to tune for; 1 tunes the GEMV, anything else the GEMM.
         progress: called as progress(done, total, label) after each timing.
 
     Returns:
         {"host": host_key(), "entries": {entry_key: {"params": ..., "us": ...}}}
     """
+    from .threads import get_num_threads
+
+    threads = threads or get_num_threads()
+    if shapes is None:
+        merged: dict[str, Any] = {"host": host_key(), "entries": {}}
+        for q in sorted({q for q, _, _ in SEEN_SHAPES}):
+            seen = [(M, K) for qq, M, K in SEEN_SHAPES if qq == q]
+            part = tune(seen, threads, q, ns if q == "i2_s" else (1,), progress)
+            merged["entries"].update(part["entries"])
+        return merged
+    return _tune(list(shapes), threads, quant, ns, progress)
+
+
+SEEN_SHAPES: dict[tuple[str, int, int], None] = {}  # (quant, M, K) of every prepared weight, in order
+
+
+def _tune(shapes: list[tuple[int, int]], threads: int, quant: str, ns: tuple[int, ...],
+          progress: Progress | None) -> dict[str, Any]:
     from .threads import ADAPTIVE, get_num_threads, set_num_threads
 
     old_threads = get_num_threads()

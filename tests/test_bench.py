@@ -12,11 +12,13 @@ from bitnet_cli.bench import (
     BenchResult,
     BenchTest,
     ModelInfo,
+    compare_rows,
     format_csv,
     format_json,
     format_jsonl,
     format_md,
     format_params,
+    format_ratios,
     format_size,
     parse_int_list,
     parse_pg,
@@ -79,6 +81,20 @@ def test_run_tests_warms_up_and_repeats():
     assert len(runner.runs) == 4 * (1 + 3)  # one untimed warm-up + 3 timed runs per row
     assert all(len(r.samples_ns) == 3 for r in results)
     assert len(run_tests(FakeRunner(), make_tests([8], [4]), [1], repetitions=2, warmup=False)) == 2
+
+
+def test_two_runners_alternate_test_by_test():
+    ours, peer = FakeRunner(), FakeRunner(2000)
+    peer.info = ModelInfo("peer.gguf", "bitnet 2B TQ2_0", 1, 1, 1, backend="llama.cpp", source="fake.gguf")
+    order = []
+    for r in (ours, peer):
+        r.run = (lambda run, tag: lambda test: order.append((tag, test.name)) or run(test))(r.run, r.info.backend)
+    results = run_tests([ours, peer], make_tests([8], [4]), [1], repetitions=1, warmup=False)
+    assert order == [("Numba", "pp8"), ("llama.cpp", "pp8"), ("Numba", "tg4"), ("llama.cpp", "tg4")]
+    assert [r.model.backend for r in results] == ["Numba", "Numba", "llama.cpp", "llama.cpp"]
+    pairs = compare_rows(results)
+    assert [(a.test.name, b.model.backend) for a, b in pairs] == [("pp8", "llama.cpp"), ("tg4", "llama.cpp")]
+    assert format_ratios(pairs).splitlines()[2].rstrip(" |").endswith("2.00x")  # peer takes twice as long
 
 
 def test_statistics_follow_llama_bench():

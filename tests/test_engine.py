@@ -88,3 +88,15 @@ def test_unknown_arch_is_unsupported(tmp_path):
     p = write_model_file(tmp_path / "x.gguf", {"general.architecture": "mamba"}, [])
     with pytest.raises((UnsupportedModelError, ModelFormatError)):
         bitnet_cli.load(p)
+
+
+@pytest.mark.parametrize("outtype", ["tl2", "tl1", "f16"])
+def test_every_weight_type_gives_the_i2s_logits(tmp_path, outtype):
+    """The same dummy weights stored as TL2 (own LUT kernels), TL1 or F16 run bit-identically."""
+    from bitnet_cli.dummy import write_dummy_model
+
+    ref = write_dummy_model(tmp_path / "a.gguf", "test-tiny-2b4t", "i2_s", seed=5)
+    other = write_dummy_model(tmp_path / "b.gguf", "test-tiny-2b4t", outtype, seed=5)
+    ids = list(range(3, 40))
+    a, b = bitnet_cli.load(ref, threads=1), bitnet_cli.load(other, threads=1)
+    np.testing.assert_array_equal(a.logits(ids), b.logits(ids))

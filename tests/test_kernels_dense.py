@@ -72,6 +72,8 @@ def test_dense_linear_matches_float64(weights, isa: str, gtype: int, threads: in
     y = dense_linear(w, x)
     ref = x.astype(np.float64) @ exact.astype(np.float64).T
     tol = 1e-5 * (np.abs(x).astype(np.float64) @ np.abs(exact).astype(np.float64).T) + 1e-6
+    if gtype == 14 and isa == "avx2":  # activations as int16 per 256-block: error <= max|x| / 65534 each
+        tol += np.abs(x).max(axis=1, keepdims=True) / 65534 * np.abs(exact).astype(np.float64).sum(axis=1)
     assert y.shape == (3, M) and y.dtype == np.float32
     assert np.all(np.abs(y - ref) <= tol)
     # one token gives the same bits as the same token inside a batch, at any thread count

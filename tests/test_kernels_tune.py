@@ -84,3 +84,14 @@ def test_benchmark_table_formats(monkeypatch: pytest.MonkeyPatch) -> None:
     text = mod.format_table({"cpu": "x", "isa": "y", "tuned_entries": 0, "bandwidth": {1: {"median": 1.0, "best": 2.0}},
                              "rows": [{**row, "kernel": "i2s", "threads": 1, "pct_bw": 50.0}]})
     assert "| i2s" in text and "50%" in text
+
+
+def test_tune_without_shapes_tunes_what_was_prepared(cache_dir: Path) -> None:
+    import bitnet_kernels as bk
+
+    T.SEEN_SHAPES.clear()
+    rng = np.random.default_rng(0)
+    bk.prepare_i2s(bk.pack_i2s(rng.integers(-1, 2, size=(12, 128), dtype=np.int8), 1.0), 12, 128)
+    bk.prepare_dense(np.zeros(20 * 64 * 2, np.uint8), 1, (20, 64))
+    res = T.tune(threads=1, ns=(1,))
+    assert set(res["entries"]) == {"i2_s|12x128|gemv|t1", "f16|20x64|gemv|t1"}
