@@ -8,7 +8,6 @@ import numpy as np
 
 from bitnet_cli.config import ModelConfig
 from bitnet_cli.errors import UserError
-from bitnet_cli.governor import ThreadGovernor
 from bitnet_cli.kv_cache import KVCache
 
 DEFAULT_CTX = 2048
@@ -18,15 +17,13 @@ PREFILL_CHUNK = 512
 class Model:
     """A loaded model: `.config`, `.tokenizer`, `.forward()` over a KV cache, `.logits()`."""
 
-    def __init__(self, path: Path, config: ModelConfig, transformer, tokenizer, model_file, n_ctx: int,
-                 governor: ThreadGovernor | None = None) -> None:
+    def __init__(self, path: Path, config: ModelConfig, transformer, tokenizer, model_file, n_ctx: int) -> None:
         self.path = path
         self.config = config
         self.transformer = transformer
         self.tokenizer = tokenizer
         self.model_file = model_file  # keeps the memory map alive
         self.n_ctx = n_ctx
-        self.governor = governor
 
     @property
     def file_size(self) -> int:
@@ -46,8 +43,6 @@ class Model:
                 f"{cache.offset + len(tokens)} tokens do not fit the context of {cache.n_ctx}",
                 "raise -c/--ctx-size or shorten the prompt",
             )
-        if len(tokens) == 1 and self.governor is not None:
-            return self.governor.step(lambda: self.transformer(list(tokens), cache, last_only=last_only))
         outs = []
         for i in range(0, len(tokens), PREFILL_CHUNK):
             chunk = list(tokens[i : i + PREFILL_CHUNK])
@@ -78,7 +73,8 @@ def load(path: str | Path, *, n_ctx: int = 0, threads: int | None = None) -> Mod
 
     if threads is not None and threads < 1:
         raise UserError(f"invalid thread count {threads}", "pass -t 1 or more")
-    threads = bitnet_kernels.set_num_threads(min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
+    # A busy core is handled inside the kernels (bitnet_kernels.threads.Adaptive).
+    bitnet_kernels.set_num_threads(min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
     if n_ctx < 0:
         raise UserError(f"invalid context size {n_ctx}", "pass -c 0 (the model's) or a positive number")
     path = Path(path)
@@ -86,5 +82,4 @@ def load(path: str | Path, *, n_ctx: int = 0, threads: int | None = None) -> Mod
     config = read_config(mf)
     tokenizer = Tokenizer.from_metadata(mf.metadata)
     weights = load_weights(mf, config)
-    governor = ThreadGovernor(threads, bitnet_kernels.set_num_threads) if threads > 1 else None
-    return Model(path, config, Transformer(config, weights), tokenizer, mf, n_ctx or config.n_ctx_train, governor)
+    return Model(path, config, Transformer(config, weights), tokenizer, mf, n_ctx or config.n_ctx_train)

@@ -146,6 +146,7 @@ def step_convert(plan: SetupPlan, log: logging.Logger) -> str:
 
 def step_tune(plan: SetupPlan, log: logging.Logger) -> str:
     """Tune (or load the shipped presets) and warm the kernels, so the first run starts hot."""
+    from bitnet_cli import load
     from bitnet_kernels import tune as kt
 
     threads = plan.threads or os.cpu_count() or 1
@@ -153,46 +154,26 @@ def step_tune(plan: SetupPlan, log: logging.Logger) -> str:
     def progress(done: int, total: int, label: str) -> None:
         log.info("%s (%d/%d)", label, done, total)
 
+    # Loading prepares every weight the model runs (stacked Q/K/V and gate/up included):
+    # `tune()` without shapes tunes exactly those, the head for one token.
+    model = load(plan.output, n_ctx=16, threads=threads)
     if plan.use_pretuned:
         log.info("shipped presets: %d entries", kt.load_tuned(use_pretuned=True))
         detail = "shipped presets"
     else:
-        for quant, shapes in tuning_jobs(plan.output).items():
-            t0 = time.perf_counter()
-            result = kt.tune(shapes, threads, quant, progress=progress)
-            log.info("tuned %s %s in %.1f s: %s", quant, shapes, time.perf_counter() - t0, result.get("entries"))
+        t0 = time.perf_counter()
+        result = kt.tune(threads=threads, progress=progress)
+        log.info("tuned in %.1f s: %s", time.perf_counter() - t0, result.get("entries"))
         detail = f"tuned for {threads} threads"
     t0 = time.perf_counter()
     log.info("warm-up: %d kernel specializations in %.1f s", kt.warmup(progress), time.perf_counter() - t0)
     # One short forward compiles whatever the model itself needs beyond the generic warm-up.
-    from bitnet_cli import load
-
     t0 = time.perf_counter()
-    model = load(plan.output, n_ctx=16, threads=threads)
     bos = model.tokenizer.bos_id
     model.logits([bos if bos is not None else 0] * 2)
     log.info("model forward warm-up: %.1f s", time.perf_counter() - t0)
     _write_stamp(plan, detail)
     return detail
-
-
-TUNABLE_DENSE = ("f16", "bf16", "f32", "q8_0", "q6_k")
-
-
-def tuning_jobs(path: Path) -> dict[str, list[tuple[int, int]]]:
-    """{quant: distinct (M, K) shapes} the model runs: its I2_S projections and its LM head."""
-    from bitnet_cli.modelfile import GGMLType, open_model_file
-
-    mf = open_model_file(path)
-    jobs: dict[str, list[tuple[int, int]]] = {}
-    for rec in mf.tensors.values():
-        # TQ1_0/TQ2_0 are repacked to I2_S at load; TL1/TL2 have their own kernels.
-        if len(rec.shape) == 2 and rec.ggml_type in (GGMLType.I2_S, GGMLType.TQ1_0, GGMLType.TQ2_0):
-            jobs.setdefault("i2_s", []).append((int(rec.shape[0]), int(rec.shape[1])))
-    head = mf.tensors.get("output.weight") or mf.tensors.get("token_embd.weight")
-    if head is not None and head.ggml_type.name.lower() in TUNABLE_DENSE:
-        jobs.setdefault(head.ggml_type.name.lower(), []).append((int(head.shape[0]), int(head.shape[1])))
-    return {q: list(dict.fromkeys(shapes)) for q, shapes in jobs.items()}
 
 
 def _stamp_path(plan: SetupPlan) -> Path:

@@ -120,7 +120,7 @@ def dense_linear(w: DenseWeight, x: np.ndarray, out: np.ndarray | None = None) -
     if w.isa == "avx2":
         D = _mod("dense_avx2")
         X16, DX = D.int16_activations(w.ggml_type, x)
-        tok_block, pf = int(prm.get("tok_block", 64)), int(prm.get("pf", 2048))
+        tok_block, pf = int(prm.get("tok_block", 64)), int(prm.get("pf", 8192))
 
         def serial() -> None:
             D.linear_serial(w.data, w.ggml_type, x, X16, DX, out, tok_block, pf)

@@ -11,7 +11,7 @@ from typing import Any
 DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("i2_s", "gemv"): {"pf": 4096, "chunks": 0},  # chunks 0 = one per thread
     ("i2_s", "gemm"): {"block": "4x2", "tok_block": 128, "chunks": 0},
-    ("dense", "gemv"): {"pf": 2048, "chunks": 0},
+    ("dense", "gemv"): {"pf": 8192, "chunks": 0},
     ("dense", "gemm"): {"tok_block": 64, "chunks": 0},
 }
 

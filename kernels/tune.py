@@ -62,7 +62,7 @@ def candidates(quant: str, kind: str, threads: int) -> list[dict[str, Any]]:
     chunk_opts = sorted({threads, 2 * threads, 4 * threads}) if threads > 1 else [1]
     if quant != "i2_s":
         if kind == "gemv":
-            return [{"pf": pf, "chunks": c} for pf in (1024, 2048, 4096) for c in chunk_opts]
+            return [{"pf": pf, "chunks": c} for pf in (0, 4096, 16384) for c in chunk_opts]
         return [{"tok_block": tb, "chunks": c} for tb in (16, 64) for c in chunk_opts[:2]]
     if kind == "gemv":
         return [{"pf": pf, "chunks": c} for pf in (2048, 4096, 8192) for c in chunk_opts]

@@ -163,3 +163,24 @@ def test_adaptive_threads_fall_back_to_serial_when_parallel_is_slow() -> None:
         picks.append(par)
         calm.record(key, par, 1e-4 if par else 2e-4)
     assert sum(picks[8:]) >= 56 - 8  # parallel wins when it is faster
+
+
+def test_portable_mode_never_imports_avx2_modules() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, bitnet_kernels as bk\n"
+        "t = np.ones((8, 128), np.int8)\n"
+        "w = bk.prepare_i2s(bk.pack_i2s(t, 1.0), 8, 128)\n"
+        "q, s = bk.quantize_activations(np.ones((2, 128), np.float32))\n"
+        "assert w.isa == 'portable' and np.array_equal(bk.ternary_linear(w, q, s), bk.ternary_linear_ref(t, 1.0, q, s))\n"
+        "d = bk.prepare_dense(np.zeros(8 * 256 * 2, np.uint8), 1, (8, 256))\n"
+        "bk.dense_linear(d, np.ones((1, 256), np.float32))\n"
+        "bad = [m for m in sys.modules if m.endswith(('_avx2', 'gemm_avx2'))]\n"
+        "assert d.isa == 'portable' and not bad, bad\n"
+    )
+    env = {**os.environ, "BITNET_KERNELS": "portable"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
