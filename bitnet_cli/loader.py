@@ -100,9 +100,12 @@ def _linear(mf: ModelFile, names: list[str], out_features: list[int], in_feature
     if len(parts) == 1:
         return parts[0]
     try:
-        return K.stack_ternary(parts)
+        stacked = K.stack_ternary(parts)
     except ValueError:  # TL2 parts tiled differently cannot share a call: run them as I2_S
         return _linear(mf, names, out_features, in_features, allow_tl2=False)
+    for name in names:  # stacking copied the rows: the mapped originals need not stay resident
+        mf.release(f"{name}.weight")
+    return stacked
 
 
 def _norm(mf: ModelFile, name: str, size: int, required: bool = True) -> np.ndarray | None:

@@ -7,6 +7,9 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from bitnet_cli.cli.options import (
+    GpuLayersOpt,
+    ignore_gpu_layers,
+    sampling_params,
     CtxOpt,
     FrequencyPenaltyOpt,
     MinPOpt,
@@ -52,21 +55,13 @@ def chat(
     chat_template: ChatTemplateOpt = None,
     chat_template_file: ChatTemplateFileOpt = None,
     conversation: Annotated[bool, typer.Option("-cnv", "--conversation", hidden=True)] = True,
-    n_gpu_layers: Annotated[Optional[int], typer.Option("-ngl", "--n-gpu-layers", hidden=True)] = None,
+    n_gpu_layers: GpuLayersOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Chat with a model. Replies stream to stdout; speeds go to stderr. Type /help inside."""
-    from bitnet_cli.sampling import SamplingParams
-
-    if n_gpu_layers:
-        from bitnet_cli.ui import warn
-
-        warn("-ngl is ignored: bitnet runs on the CPU")
-    sampling = SamplingParams(
-        temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
-        repeat_last_n=repeat_last_n, presence_penalty=presence_penalty,
-        frequency_penalty=frequency_penalty, seed=seed,
-    )
+    ignore_gpu_layers(n_gpu_layers)
+    sampling = sampling_params(temp, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
+                               presence_penalty, frequency_penalty, seed)
     run_chat(model=model, system_prompt=system_prompt or prompt, threads=threads, ctx_size=ctx_size,
              n_predict=n_predict, sampling=sampling, verbose=verbose, stop=stop,
              chat_template=read_template_option(chat_template, chat_template_file))
@@ -96,8 +91,6 @@ def run_chat(*, model: Path, system_prompt: str | None = None, threads: int | No
 
     if n_predict < -1:
         raise UserError(f"invalid -n {n_predict}", "pass a token count, or -1 for 'until end of turn'")
-    if ctx_size < 0:
-        raise UserError(f"invalid -c {ctx_size}", "pass a positive context size, or 0 for the model's")
     t0 = time.perf_counter()
     loaded = bitnet_cli.load(model, n_ctx=ctx_size, threads=threads)
     session = ChatSession(loaded, system_prompt=system_prompt, sampling=sampling, max_tokens=n_predict,

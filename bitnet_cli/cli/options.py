@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -32,3 +32,22 @@ PresencePenaltyOpt = Annotated[float, typer.Option("--presence-penalty", help="P
 FrequencyPenaltyOpt = Annotated[float, typer.Option("--frequency-penalty", help="Frequency penalty (0.0 = off).")]
 SeedOpt = Annotated[int, typer.Option("-s", "--seed", help="RNG seed (-1 = random).")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Print timings and details on stderr.")]
+GpuLayersOpt = Annotated[Optional[int], typer.Option("-ngl", "--n-gpu-layers", hidden=True, help="Ignored (CPU only).")]
+
+
+def sampling_params(temp: float, top_k: int, top_p: float, min_p: float, repeat_penalty: float,
+                    repeat_last_n: int, presence_penalty: float, frequency_penalty: float, seed: int) -> Any:
+    """The `SamplingParams` the shared sampling flags describe (validated there)."""
+    from bitnet_cli.sampling import SamplingParams
+
+    return SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
+                          repeat_last_n=repeat_last_n, presence_penalty=presence_penalty,
+                          frequency_penalty=frequency_penalty, seed=seed)
+
+
+def ignore_gpu_layers(n_gpu_layers: int | None) -> None:
+    """llama.cpp's -ngl is accepted for compatibility and has no effect here."""
+    if n_gpu_layers:
+        from bitnet_cli.ui import warn
+
+        warn("-ngl is ignored: bitnet runs on the CPU")

@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from bitnet_cli.cli.options import (
+    GpuLayersOpt,
+    ignore_gpu_layers,
+    sampling_params,
     CtxOpt,
     FrequencyPenaltyOpt,
     MinPOpt,
@@ -45,22 +48,14 @@ def run(
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep generating past end-of-sequence tokens.")] = False,
     conversation: Annotated[bool, typer.Option("-cnv", "--conversation", help="Chat mode; -p is then the system prompt.")] = False,
     system_prompt: Annotated[Optional[str], typer.Option("-sys", "--system-prompt", help="System prompt for chat mode.")] = None,
-    n_gpu_layers: Annotated[Optional[int], typer.Option("-ngl", "--n-gpu-layers", hidden=True)] = None,
+    n_gpu_layers: GpuLayersOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Generate text from a prompt. Text goes to stdout; speeds to stderr."""
     from bitnet_cli.errors import UserError
-    from bitnet_cli.sampling import SamplingParams
-
-    if n_gpu_layers:
-        from bitnet_cli.ui import warn
-
-        warn("-ngl is ignored: bitnet runs on the CPU")
-    sampling = SamplingParams(
-        temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
-        repeat_last_n=repeat_last_n, presence_penalty=presence_penalty,
-        frequency_penalty=frequency_penalty, seed=seed,
-    )
+    ignore_gpu_layers(n_gpu_layers)
+    sampling = sampling_params(temp, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
+                               presence_penalty, frequency_penalty, seed)
     if conversation:
         from bitnet_cli.cli.chat import run_chat
 
@@ -72,8 +67,6 @@ def run(
         raise UserError("no prompt given", "pass -p TEXT or -f FILE")
     if n_predict < -1:
         raise UserError(f"invalid -n {n_predict}", "pass a token count, or -1 for 'until end of text'")
-    if ctx_size < 0:
-        raise UserError(f"invalid -c {ctx_size}", "pass a positive context size, or 0 for the model's")
     _generate(model, text, n_predict, threads, ctx_size, sampling, stop or [], ignore_eos, verbose)
 
 

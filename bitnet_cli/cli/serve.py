@@ -7,6 +7,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from bitnet_cli.cli.options import (
+    GpuLayersOpt,
+    ignore_gpu_layers,
+    sampling_params,
     CtxOpt,
     FrequencyPenaltyOpt,
     MinPOpt,
@@ -51,22 +54,14 @@ def serve(
     seed: SeedOpt = -1,
     no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Report ready before compiling the kernels.")] = False,
     cont_batching: Annotated[bool, typer.Option("-cb", "--cont-batching", hidden=True)] = False,
-    n_gpu_layers: Annotated[Optional[int], typer.Option("-ngl", "--n-gpu-layers", hidden=True)] = None,
+    n_gpu_layers: GpuLayersOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions)."""
     from bitnet_cli.cli.chat import read_template_option
-    from bitnet_cli.sampling import SamplingParams
-
-    if n_gpu_layers:
-        from bitnet_cli.ui import warn
-
-        warn("-ngl is ignored: bitnet runs on the CPU")
-    sampling = SamplingParams(
-        temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
-        repeat_last_n=repeat_last_n, presence_penalty=presence_penalty,
-        frequency_penalty=frequency_penalty, seed=seed,
-    )
+    ignore_gpu_layers(n_gpu_layers)
+    sampling = sampling_params(temp, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
+                               presence_penalty, frequency_penalty, seed)
     run_server(model=model, host=host, port=port, threads=threads, ctx_size=ctx_size, n_predict=n_predict,
                alias=alias, api_key=api_key, cors_origins=cors_origins, system_prompt=system_prompt,
                chat_template=read_template_option(chat_template, chat_template_file), max_body=max_body,

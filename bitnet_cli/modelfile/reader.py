@@ -6,6 +6,8 @@ one numpy view per element, which matters for 128k-token vocabularies.
 """
 from __future__ import annotations
 
+import mmap
+
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +230,22 @@ class ModelFile:
         if rec.ggml_type not in dtypes:
             raise UnsupportedModelError(f"tensor '{name}' has type {rec.ggml_type.name}, not a float type")
         return rec.data.view(dtypes[rec.ggml_type]).reshape(rec.shape)
+
+    def release(self, name: str) -> None:
+        """Tell the OS a tensor's mapped pages are no longer needed (after it was copied or repacked).
+
+        They stay in the page cache but leave this process's resident set, so a weight that was
+        repacked once is not counted twice. Reading the view again maps the pages back in.
+        """
+        mm = getattr(self._mmap, "_mmap", None)
+        rec = self.tensors.get(name)
+        if mm is None or rec is None or not hasattr(mm, "madvise"):
+            return
+        page = mmap.PAGESIZE
+        start = -(-rec.offset // page) * page  # whole pages inside the tensor only
+        end = (rec.offset + rec.nbytes) // page * page
+        if end > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def close(self) -> None:
         """Drop the memory map (views handed out earlier keep it alive until they go)."""
