@@ -18,8 +18,8 @@ from bitnet_cli.bench import (
     Progress,
     describe_model,
     format_size,
-    run_tests,
     make_tests,
+    run_tests,
 )
 from bitnet_cli.errors import UserError
 
@@ -37,7 +37,7 @@ class BenchOptions:
     n_gen: list[int] = field(default_factory=lambda: [128])
     pg: list[tuple[int, int]] = field(default_factory=list)
     depths: list[int] = field(default_factory=lambda: [0])
-    threads: list[int] = field(default_factory=list)
+    threads: list[int] = field(default_factory=lambda: [os.cpu_count() or 1])
     repetitions: int = 5
     n_batch: int = 512
     warmup: bool = True
@@ -123,8 +123,11 @@ def run_suite(opts: BenchOptions, progress: Progress) -> list[BenchResult]:
     if not tests:
         raise UserError("no test to run", "give -p, -n or -pg a value above 0")
     if opts.compare:
-        from bitnet_cli.bench_llamacpp import require_llama_cpp
+        from bitnet_cli.bench_llamacpp import PEER_TYPES, require_llama_cpp
 
+        bad = [q for q in opts.compare_types if q not in PEER_TYPES]
+        if bad:
+            raise UserError(f"unknown --compare-type '{bad[0]}'", f"choose from {', '.join(PEER_TYPES)}")
         require_llama_cpp()  # fail before minutes of work, not after
     bandwidth = measure_bandwidth(opts.threads, progress) if opts.verbose else None
     n_ctx = max(t.n_depth + t.n_tokens for t in tests)
@@ -138,6 +141,11 @@ def run_suite(opts: BenchOptions, progress: Progress) -> list[BenchResult]:
         results += run_tests(runners, tests, opts.threads, repetitions=opts.repetitions, warmup=opts.warmup,
                              delay=opts.delay, bandwidth=bandwidth, progress=progress, per_rep=opts.per_rep)
         del model, runners  # release the weights before the next model
+    if bandwidth is not None:
+        # Measured again at the end: a busy neighbour during one measurement would inflate "% of BW".
+        after = measure_bandwidth(opts.threads, progress)
+        for r in results:
+            r.machine_bandwidth = max(bandwidth[r.n_threads], after[r.n_threads])
     return results
 
 
@@ -194,20 +202,27 @@ def plot(results: Sequence[BenchResult], out: Path) -> None:
         raise UserError("--plot needs matplotlib", "pip install 'bitnet-cli[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     series: dict[str, list[tuple[int, float, float]]] = {}
+    ticks: dict[float, str] = {}
     for r in results:
-        qdesc = r.model.model_type.split(" ", 2)[-1].split(" ")[0]
-        key = f"{r.model.backend} {qdesc}, {r.n_threads}t, {r.test.name}"
+        _arch, label, qdesc = (r.model.model_type.split(" ", 2) + ["", ""])[:3]
+        key = f"{r.model.backend} {qdesc.split(' ')[0]}, {r.n_threads}t, {r.test.name}"
         series.setdefault(key, []).append((r.model.n_params, r.avg_ts, r.stddev_ts))
+        ticks[r.model.n_params / 1e9] = label
     fig, ax = plt.subplots(figsize=(8, 5))
     for key, pts in series.items():
         pts.sort()
-        ax.errorbar([p[0] / 1e9 for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                    marker="o", capsize=3, label=key)
+        y = [p[1] for p in pts]
+        low = [min(p[2], 0.9 * p[1]) for p in pts]  # a log axis cannot draw a bar below zero
+        ax.errorbar([p[0] / 1e9 for p in pts], y, yerr=[low, [p[2] for p in pts]], marker="o", capsize=3,
+                    label=key, linestyle="-" if key.startswith("Numba") else "--")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("parameters (billions)")
+    ax.set_xticks(list(ticks), list(ticks.values()))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("model size (parameters)")
     ax.set_ylabel("tokens/s")
     ax.set_title("bitnet bench")
     ax.grid(True, which="both", alpha=0.3)

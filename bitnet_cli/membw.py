@@ -33,7 +33,7 @@ def _buffer(mib: int) -> np.ndarray:
     return buf
 
 
-def read_bandwidth(threads: int = 1, *, mib: int = DEFAULT_MIB, passes: int = 5, buf: np.ndarray | None = None) -> float:
+def read_bandwidth(threads: int = 1, *, mib: int = DEFAULT_MIB, passes: int = 8, buf: np.ndarray | None = None) -> float:
     """Best streaming read rate in bytes/s over `passes` passes, with `threads` Numba threads."""
     buf = _buffer(mib) if buf is None else buf
     threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
@@ -52,7 +52,7 @@ def read_bandwidth(threads: int = 1, *, mib: int = DEFAULT_MIB, passes: int = 5,
     return buf.nbytes / best
 
 
-def measure(thread_counts: list[int], *, mib: int = DEFAULT_MIB, passes: int = 5) -> dict[int, float]:
+def measure(thread_counts: list[int], *, mib: int = DEFAULT_MIB, passes: int = 8) -> dict[int, float]:
     """Bandwidth in bytes/s for each thread count, all on one buffer allocated once."""
     buf = _buffer(mib)
     return {t: read_bandwidth(t, passes=passes, buf=buf) for t in sorted(set(thread_counts))}
