@@ -40,20 +40,6 @@ def peer_path(src: Path, qtype: str, cache_dir: Path) -> Path:
     return cache_dir / f"{src.stem}-{st.st_size}-{int(st.st_mtime)}-mainline-{qtype}.gguf"
 
 
-def _ternary_codes(rec: Any) -> tuple[np.ndarray, np.float32]:
-    """(t int8[M, K], scale) of one ternary tensor in our file, whatever its stored type."""
-    import bitnet_kernels as K
-    from bitnet_cli.modelfile import GGMLType
-
-    M, Kd = rec.shape
-    if rec.ggml_type == GGMLType.I2_S:
-        t, scale = K.unpack_i2s(rec.data, M, Kd)
-        return t, np.float32(scale)
-    from bitnet_cli import loader
-
-    return loader._unpack_other(rec)
-
-
 def _metadata(mf: Any, qtype: str) -> dict[str, Any]:
     """Our file's metadata under mainline's `bitnet` architecture, with GGUF value types kept."""
     from gguf.constants import GGUFValueType
@@ -75,6 +61,7 @@ def write_peer_model(src: Path, dst: Path, qtype: str, progress: Any = None) -> 
     """Re-encode our model file `src` for mainline llama.cpp: ternary matrices as `qtype`."""
     from bitnet_cli.convert.encode import encode_float, encode_ternary
     from bitnet_cli.modelfile import TERNARY_TYPES, GGMLType, TensorSpec, open_model_file, write_model_file
+    from bitnet_cli.loader import ternary_codes
 
     if qtype not in PEER_TYPES:
         raise UserError(f"unknown peer type '{qtype}'", f"choose from {', '.join(PEER_TYPES)}")
@@ -87,7 +74,7 @@ def write_peer_model(src: Path, dst: Path, qtype: str, progress: Any = None) -> 
             ttype = target if rec.shape[-1] % 256 == 0 else GGMLType.F16
 
             def produce(rec=rec, ttype=ttype):  # noqa: ANN001, ANN202 - bound per tensor
-                t, scale = _ternary_codes(rec)
+                t, scale = ternary_codes(mf, rec)
                 return encode_ternary(t, scale, ttype)
 
             specs.append(TensorSpec(rec.name, rec.shape, ttype, produce))
@@ -102,9 +89,9 @@ def write_peer_model(src: Path, dst: Path, qtype: str, progress: Any = None) -> 
 
 
 def _as_float(mf: Any, rec: Any) -> np.ndarray:
-    from bitnet_cli import loader
+    from bitnet_cli.loader import float_array
 
-    return loader._float_array(mf, rec)
+    return float_array(mf, rec)
 
 
 class LlamaCppRunner:

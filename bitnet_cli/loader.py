@@ -35,7 +35,8 @@ def _tensor(mf: ModelFile, name: str, required: bool = True) -> TensorRecord | N
     return rec
 
 
-def _float_array(mf: ModelFile, rec: TensorRecord) -> np.ndarray:
+def float_array(mf: ModelFile, rec: TensorRecord) -> np.ndarray:
+    """An F32/F16/BF16 tensor as float32 (exact: every F16 and BF16 value is an f32)."""
     if rec.ggml_type not in FLOAT_TYPES:
         raise UnsupportedModelError(f"tensor '{rec.name}' has type {rec.ggml_type.name}; expected F32/F16/BF16")
     a = mf.array(rec.name)
@@ -44,43 +45,47 @@ def _float_array(mf: ModelFile, rec: TensorRecord) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def _ternary(mf: ModelFile, rec: TensorRecord, allow_tl2: bool = True) -> object:
-    """Prepare a projection for the ternary kernels, whatever its stored type."""
+def ternary_codes(mf: ModelFile, rec: TensorRecord) -> tuple[np.ndarray, np.float32]:
+    """(t int8[M, K] in {-1, 0, 1}, scale) of a projection, whatever its stored type."""
     M, Kdim = rec.shape
     t = rec.ggml_type
     if t == GGMLType.I2_S:
-        return K.prepare_i2s(rec.data, M, Kdim)
-    if t == GGMLType.TL2 and allow_tl2:
+        codes, scale = K.unpack_i2s(rec.data, M, Kdim)
+        return codes, np.float32(scale)
+    if t in FLOAT_TYPES:
+        # llama-quantize's rule: weights of a BitNet file are already ternary (0 or ±scale).
+        return K.ternarize_sign(float_array(mf, rec).reshape(M, Kdim))
+    if t in (GGMLType.TQ1_0, GGMLType.TQ2_0):
+        from gguf import GGMLQuantizationType
+        from gguf.quants import dequantize
+
+        w = dequantize(np.asarray(rec.data), GGMLQuantizationType(int(t))).reshape(M, Kdim)
+        # Blocks of a ternarized tensor share one scale; all-zero blocks store 0.
+        return K.ternarize_sign(w.astype(np.float32))
+    if t in (GGMLType.TL1, GGMLType.TL2):
+        from bitnet_cli.modelfile import unpack_tl
+
+        return unpack_tl(rec)
+    raise UnsupportedModelError(
+        f"tensor '{rec.name}' has type {t.name}, which is not a ternary type",
+        "convert the model with `bitnet convert --outtype i2_s`",
+    )
+
+
+def _ternary(mf: ModelFile, rec: TensorRecord, allow_tl2: bool = True) -> object:
+    """Prepare a projection for the ternary kernels, whatever its stored type."""
+    M, Kdim = rec.shape
+    if rec.ggml_type == GGMLType.I2_S:
+        return K.prepare_i2s(rec.data, M, Kdim)  # zero-copy on AVX2
+    if rec.ggml_type == GGMLType.TL2 and allow_tl2:
         from bitnet_kernels.tl_common import prepare_tl, resolve_isa
 
         if resolve_isa(None) == "avx2":
             # TL2 reads 1.67 bits per weight: its LUT kernel beats I2_S for decode on AVX2 CPUs.
-            return prepare_tl(rec.data, int(t), M, Kdim)
-    if t in FLOAT_TYPES:
-        # llama-quantize's rule: weights of a BitNet file are already ternary (0 or ±scale).
-        codes, scale = K.ternarize_sign(_float_array(mf, rec).reshape(M, Kdim))
-    elif t in (GGMLType.TQ1_0, GGMLType.TQ2_0, GGMLType.TL1, GGMLType.TL2):
-        codes, scale = _unpack_other(rec)
-    else:
-        raise UnsupportedModelError(
-            f"tensor '{rec.name}' has type {t.name}, which is not a ternary type",
-            "convert the model with `bitnet convert --outtype i2_s`",
-        )
-    return K.prepare_i2s(K.pack_i2s(codes, scale), M, Kdim)
-
-
-def _unpack_other(rec: TensorRecord) -> tuple[np.ndarray, np.float32]:
-    M, Kdim = rec.shape
-    if rec.ggml_type in (GGMLType.TQ1_0, GGMLType.TQ2_0):
-        from gguf.quants import dequantize
-        from gguf import GGMLQuantizationType
-
-        w = dequantize(np.asarray(rec.data), GGMLQuantizationType(int(rec.ggml_type))).reshape(M, Kdim)
-        # Blocks of a ternarized tensor share one scale; all-zero blocks store 0.
-        return K.ternarize_sign(w.astype(np.float32))
-    from bitnet_cli.modelfile import unpack_tl
-
-    return unpack_tl(rec)
+            return prepare_tl(rec.data, int(rec.ggml_type), M, Kdim)
+    w = K.prepare_i2s(K.pack_i2s(*ternary_codes(mf, rec)), M, Kdim)
+    mf.release(rec.name)  # repacked once: the mapped original need not stay resident
+    return w
 
 
 def _linear(mf: ModelFile, names: list[str], out_features: list[int], in_features: int,
@@ -91,10 +96,10 @@ def _linear(mf: ModelFile, names: list[str], out_features: list[int], in_feature
         rec = _tensor(mf, f"{name}.weight")
         if tuple(rec.shape) != (rows, in_features):
             raise ModelFormatError(f"tensor '{rec.name}' has shape {tuple(rec.shape)}; expected {(rows, in_features)}")
-        w = _ternary(mf, rec, allow_tl2)
         scale_rec = mf.tensors.get(f"{name}.scale")
+        w = _ternary(mf, rec, allow_tl2 and scale_rec is None)
         if scale_rec is not None:  # the `bitnet` arch's optional per-matrix output multiplier
-            extra = _float_array(mf, scale_rec).reshape(-1)[0]
+            extra = float_array(mf, scale_rec).reshape(-1)[0]
             w = dataclasses.replace(w, row_scale=w.row_scale * np.float32(extra))
         parts.append(w)
     if len(parts) == 1:
@@ -112,7 +117,7 @@ def _norm(mf: ModelFile, name: str, size: int, required: bool = True) -> np.ndar
     rec = _tensor(mf, name, required)
     if rec is None:
         return None
-    a = _float_array(mf, rec).reshape(-1)
+    a = float_array(mf, rec).reshape(-1)
     if a.shape[0] != size:
         raise ModelFormatError(f"tensor '{name}' has {a.shape[0]} values; expected {size}")
     return np.ascontiguousarray(a)
