@@ -262,6 +262,28 @@ def _float_producer(seed: int, index: int, shape: tuple[int, ...], kind: str) ->
     return norm if kind == "norm" else embedding
 
 
+# bytes per 256 values and where the f16 block scale sits, for the --quant-embd types
+_EMBD_BLOCKS = {"q8_0": (32, 34, 0), "q6_k": (256, 210, 208)}  # values, bytes, offset of d
+
+
+def _quant_embedding_producer(seed: int, index: int, shape: tuple[int, ...], qtype: str) -> Callable[[], Any]:
+    """Random but valid Q8_0 / Q6_K blocks: random quants, one small f16 block scale."""
+    values, nbytes, d_at = _EMBD_BLOCKS[qtype]
+    # |w| stays below ~0.04 like the F16 dummy embedding: Q8_0 d·q, q ≤ 128; Q6_K d·scale·(q-32), ≤ 127·32.
+    d = np.array([0.04 / (128 if qtype == "q8_0" else 127 * 32)], np.float16).view(np.uint8)
+
+    def embedding() -> Iterator[np.ndarray]:
+        rng = np.random.default_rng([seed, index])
+        rows = max(1, _SLAB_VALUES // shape[1])
+        for r in range(0, shape[0], rows):
+            n = min(rows, shape[0] - r)
+            blocks = np.frombuffer(rng.bytes(n * shape[1] // values * nbytes), np.uint8).reshape(-1, nbytes).copy()
+            blocks[:, d_at : d_at + 2] = d
+            yield blocks.reshape(-1)
+
+    return embedding
+
+
 def check_outtype(outtype: str) -> None:
     """A UserError unless `outtype` is known and, for tl1/tl2, its packer is present."""
     if outtype not in OUTTYPES:
@@ -270,9 +292,15 @@ def check_outtype(outtype: str) -> None:
         raise UserError(f"--outtype {outtype} is not available in this build", "use --outtype i2_s")
 
 
-def dummy_tensor_specs(preset: Preset, outtype: str = "i2_s", seed: int = 0) -> list[TensorSpec]:
-    """Every tensor of the model, in file order, with lazy producers (nothing is generated here)."""
+def dummy_tensor_specs(preset: Preset, outtype: str = "i2_s", seed: int = 0,
+                       quant_embd: str = "f16") -> list[TensorSpec]:
+    """Every tensor of the model, in file order, with lazy producers (nothing is generated here).
+
+    `quant_embd` is the tied embedding / LM head type: f16 (as the official file), q8_0 or q6_k.
+    """
     check_outtype(outtype)
+    if quant_embd not in ("f16", *_EMBD_BLOCKS):
+        raise UserError(f"unknown --quant-embd '{quant_embd}'", "choose f16, q8_0 or q6_k")
     p, lt = preset, _LINEAR_TYPE[outtype]
     kv = p.kv_heads * p.head_dim
     specs: list[TensorSpec] = []
@@ -281,6 +309,9 @@ def dummy_tensor_specs(preset: Preset, outtype: str = "i2_s", seed: int = 0) -> 
         i = len(specs)
         if kind == "linear":
             specs.append(TensorSpec(name, shape, lt, _linear_producer(seed, i, shape[0], shape[1], outtype)))
+        elif kind == "embed" and quant_embd != "f16":
+            gtype = GGMLType.Q8_0 if quant_embd == "q8_0" else GGMLType.Q6_K
+            specs.append(TensorSpec(name, shape, gtype, _quant_embedding_producer(seed, i, shape, quant_embd)))
         else:
             gtype = GGMLType.F16 if kind == "embed" else GGMLType.F32
             specs.append(TensorSpec(name, shape, gtype, _float_producer(seed, i, shape, kind)))
@@ -310,11 +341,11 @@ def dummy_tensor_specs(preset: Preset, outtype: str = "i2_s", seed: int = 0) -> 
     return specs
 
 
-def dummy_model_nbytes(size: str, outtype: str = "i2_s") -> int:
+def dummy_model_nbytes(size: str, outtype: str = "i2_s", quant_embd: str = "f16") -> int:
     """Tensor data bytes of a dummy model (what the file needs, give or take the header)."""
     from bitnet_cli.modelfile import pad_to
 
-    return sum(pad_to(s.nbytes) for s in dummy_tensor_specs(get_preset(size), outtype))
+    return sum(pad_to(s.nbytes) for s in dummy_tensor_specs(get_preset(size), outtype, quant_embd=quant_embd))
 
 
 def write_dummy_model(
@@ -326,14 +357,16 @@ def write_dummy_model(
     progress: ProgressFn | None = None,
     name: str | None = None,
     vocab_only: bool = False,
+    quant_embd: str = "f16",
 ) -> Path:
     """Write a dummy model of preset `size`; tensors are generated one at a time while writing.
 
-    `name` overrides `general.name`; `vocab_only` writes the metadata (tokenizer included) only.
+    `name` overrides `general.name`; `vocab_only` writes the metadata (tokenizer included) only;
+    `quant_embd` is the embedding / LM head type (f16, q8_0, q6_k).
     """
     preset = get_preset(size)
     check_outtype(outtype)
-    specs = [] if vocab_only else dummy_tensor_specs(preset, outtype, seed)
+    specs = [] if vocab_only else dummy_tensor_specs(preset, outtype, seed, quant_embd)
     md = dummy_metadata(preset, outtype, size)
     if name:
         md["general.name"] = name

@@ -141,3 +141,18 @@ def test_cli_and_script(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "ignored" in r.stderr and out2.is_file()
     assert open_model_file(out2).tensors["blk.0.attn_q.weight"].ggml_type == GGMLType.I2_S
+
+
+def test_quantized_embedding_dummies_load_and_run(tmp_path):
+    """--quant-embd q8_0 / q6_k: valid blocks the engine reads (same layers, different head)."""
+    import numpy as np
+
+    import bitnet_cli
+    from bitnet_cli.dummy import write_dummy_model
+    from bitnet_cli.modelfile import GGMLType, open_model_file
+
+    for qtype, gtype in (("q8_0", GGMLType.Q8_0), ("q6_k", GGMLType.Q6_K)):
+        p = write_dummy_model(tmp_path / f"{qtype}.gguf", "test-tiny-2b4t", "i2_s", seed=3, quant_embd=qtype)
+        assert open_model_file(p).tensors["token_embd.weight"].ggml_type == gtype
+        logits = bitnet_cli.load(p, threads=1).logits([1, 2, 3])
+        assert logits.shape == (3, 512) and np.isfinite(logits).all() and logits.std() > 0

@@ -17,6 +17,9 @@ def dummy(
     outtype: Annotated[str, typer.Option("--outtype", help="Linear weight type: f32, f16, i2_s, tl1 or tl2.")] = "i2_s",
     model_size: Annotated[str, typer.Option("--model-size", help=f"Size preset: {SIZES}.")] = "2B-4T",
     seed: Annotated[int, typer.Option("-s", "--seed", help="RNG seed: the same seed gives the same weights in every type.")] = 0,
+    quant_embd: Annotated[
+        str, typer.Option("--quant-embd", help="Embedding / LM head type: f16 (as the official file), q8_0 or q6_k.")
+    ] = "f16",
     model_name: Annotated[Optional[str], typer.Option("--model-name", help="general.name to record.", hidden=True)] = None,
     vocab_only: Annotated[
         bool, typer.Option("--vocab-only", help="Write the metadata and vocabulary only.", hidden=True)
@@ -35,10 +38,11 @@ def dummy(
     check_outtype(outtype)
     path = outfile or Path("models") / f"dummy-bitnet-{model_size.lower()}.{outtype}.gguf"
     path.parent.mkdir(parents=True, exist_ok=True)
-    total = 0 if vocab_only else dummy_model_nbytes(model_size, outtype)
+    total = 0 if vocab_only else dummy_model_nbytes(model_size, outtype, quant_embd.lower())
     start = time.perf_counter()
     with _progress(total, f"{model_size} {outtype}") as advance:
-        write_dummy_model(path, model_size, outtype, seed, progress=advance, name=model_name, vocab_only=vocab_only)
+        write_dummy_model(path, model_size, outtype, seed, progress=advance, name=model_name, vocab_only=vocab_only,
+                          quant_embd=quant_embd.lower())
     from bitnet_cli.ui import info
 
     size = path.stat().st_size
