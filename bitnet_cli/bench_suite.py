@@ -50,11 +50,9 @@ class BenchOptions:
 
 def cache_dir() -> Path:
     """`$BITNET_CACHE_DIR`, else `$XDG_CACHE_HOME/bitnet-cli`, else ~/.cache/bitnet-cli."""
-    override = os.environ.get("BITNET_CACHE_DIR")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bitnet-cli"
+    from bitnet_kernels import user_cache_dir
+
+    return user_cache_dir()
 
 
 def mem_available() -> int:

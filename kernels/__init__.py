@@ -19,9 +19,11 @@ from .reference import (
     ternary_linear_ref,
     unpack_i2s,
 )
+from ._jit import user_cache_dir
 from .threads import get_num_threads, set_num_threads
 
 __all__ = [
+    "user_cache_dir",
     "rope_attend",
     "rope_attend_ref",
     "i2s_nbytes",

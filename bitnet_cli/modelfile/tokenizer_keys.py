@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from bitnet_cli.errors import ModelFormatError, UnsupportedModelError
+from bitnet_cli.chat_template import BITNET_2B4T
 
 __all__ = [
     "dummy_tokenizer_metadata",
@@ -44,14 +45,7 @@ here, in the small town by the river. Can you help me? Of course I can help you 
 """
 
 # The HF template of microsoft/bitnet-b1.58-2B-4T: "Role: content<|eot_id|>".
-ROLE_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% set content = message['role'] | capitalize + ': ' + message['content'] | trim + '<|eot_id|>' %}"
-    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
-    "{{ content }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
-)
+ROLE_TEMPLATE = BITNET_2B4T
 # The placeholder bitnet.cpp's converter writes into the official 2B-4T file (spec §2.8).
 PLACEHOLDER_TEMPLATE = (
     "{% for message in messages %}{% if loop.first %}{{ bos_token }}{% endif %}"
