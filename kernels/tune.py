@@ -33,7 +33,9 @@ _loaded = False
 
 
 def cache_path() -> Path:
-    return user_cache_dir() / "kernels-tuned.json"
+    """The tuned-parameter file (`BITNET_TUNE_CACHE` overrides; the tests point it elsewhere)."""
+    override = os.environ.get("BITNET_TUNE_CACHE")
+    return Path(override) if override else user_cache_dir() / "kernels-tuned.json"
 
 
 def _cpu_model() -> str:

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# The tests' `bitnet setup` runs tune kernels and save the parameters: keep those out of the user's cache.
+os.environ["BITNET_TUNE_CACHE"] = os.path.join(tempfile.mkdtemp(prefix="bitnet-tune-"), "kernels-tuned.json")
 
 GOLDENS = Path(__file__).resolve().parent / "goldens"
 

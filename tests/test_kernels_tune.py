@@ -14,6 +14,7 @@ from bitnet_kernels import tune as T
 @pytest.fixture()
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("BITNET_TUNE_CACHE", raising=False)  # the default file under the cache dir
     P.clear()
     yield tmp_path
     P.clear()
