@@ -21,7 +21,8 @@ test: $(STAMP)  ## run the test suite
 $(DEMO_MODEL): | $(STAMP)
 	$(BIN)/bitnet dummy --model-size 125M --outtype i2_s --outfile $(DEMO_MODEL)
 
-demo: $(STAMP) $(DEMO_MODEL)  ## generate a small dummy model and run it
+demo: $(STAMP) $(DEMO_MODEL)  ## generate a small dummy model, compile the kernels once, run it
+	$(BIN)/bitnet setup -m $(DEMO_MODEL) --use-pretuned -ld models/logs
 	$(BIN)/bitnet run -m $(DEMO_MODEL) -p "The capital of France is" -n 32 -t 2 --temp 0
 
 docs: $(STAMP)  ## regenerate docs/cli.md from --help
