@@ -79,12 +79,19 @@ class Adaptive:
     def record(self, key: Hashable, parallel: bool, seconds: float) -> None:
         st = self._state.get(key)
         if st is None:
-            st = self._state[key] = [0.0, 0.0, 0.0, float(self.probe_every), float(self.probe_every)]
+            # The third call probes again, so a cold first call cannot decide the matter.
+            st = self._state[key] = [0.0, 0.0, 0.0, float(self.probe_every), 2.0]
         before = self._faster_is_parallel(st) if st[0] and st[1] else None
         i = 0 if parallel else 1
-        st[i] = seconds if st[i] == 0.0 else st[i] + self.alpha * (seconds - st[i])
+        probe = before is not None and parallel != before
+        if st[i] == 0.0 or probe:
+            # A first call (cold pages, first touch of the weights) or a probe of the side not in
+            # use replaces the estimate: averaging would let one stale outlier pin the slower side.
+            st[i] = seconds
+        else:
+            st[i] += self.alpha * (seconds - st[i])
         st[2] += 1
-        if before is not None and parallel != before:  # that was a probe
+        if probe:
             st[3] = min(self.max_interval, st[3] * 2) if self._faster_is_parallel(st) == before else float(self.probe_every)
             st[4] = st[2] + st[3]
 
