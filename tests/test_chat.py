@@ -13,6 +13,7 @@ from bitnet_cli.chat import ChatSession
 from bitnet_cli.cli.app import app
 from bitnet_cli.cli.chat import ChatRepl
 from bitnet_cli.errors import UserError
+from bitnet_cli.kv_cache import KVCache
 from bitnet_cli.sampling import SamplingParams
 
 GREEDY = SamplingParams(temp=0)
@@ -57,23 +58,6 @@ class CharTokenizer:
         return SimpleNamespace(add=lambda t: vocab[t] if t > 2 else "", flush=lambda: "")
 
 
-class FakeCache:
-    def __init__(self, n_ctx):
-        self.n_ctx, self.offset, self.tokens = n_ctx, 0, []
-
-    def common_prefix(self, ids):
-        n = 0
-        for a, b in zip(self.tokens, ids):
-            if a != b:
-                break
-            n += 1
-        return n
-
-    def trim(self, n):
-        self.offset = n
-        del self.tokens[n:]
-
-
 class EchoModel:
     """After "Assistant: " it answers "ok" and ends the turn; records what each forward saw."""
 
@@ -85,14 +69,13 @@ class EchoModel:
         self.reply = [self.tokenizer.index[c] for c in reply] + [2]
 
     def new_cache(self, n_ctx=None):
-        return FakeCache(n_ctx or self.n_ctx)
+        return KVCache(SimpleNamespace(n_layer=1, n_head_kv=1, head_dim=1), n_ctx or self.n_ctx)
 
     def forward(self, tokens, cache, last_only=True):
         self.calls.append(list(tokens))
         if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt
-        cache.tokens.extend(tokens)
-        cache.offset += len(tokens)
+        cache.advance(tokens)
         text = "".join(self.tokenizer.vocab[t] for t in cache.tokens)
         k = len(text) - (text.rfind("Assistant: ") + len("Assistant: "))
         logits = np.zeros((1, len(self.tokenizer.vocab)), np.float32)

@@ -1,10 +1,13 @@
 """The streaming generator's logic on a scripted model: stops, EOS, limits, cache reuse."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from bitnet_cli.errors import UserError
+from bitnet_cli.kv_cache import KVCache
 from bitnet_cli.generation import generate, stream_generate
 from bitnet_cli.sampling import SamplingParams
 
@@ -33,21 +36,9 @@ class _Tok:
         return _Detok(self.vocab)
 
 
-class _Cache:
-    def __init__(self, n_ctx):
-        self.n_ctx, self.offset, self.tokens = n_ctx, 0, []
-
-    def common_prefix(self, ids):
-        n = 0
-        for a, b in zip(self.tokens, ids):
-            if a != b:
-                break
-            n += 1
-        return n
-
-    def trim(self, n):
-        self.offset = n
-        del self.tokens[n:]
+def tiny_cache(n_ctx):
+    """The real KVCache (its token bookkeeping is what generation relies on), one value per position."""
+    return KVCache(SimpleNamespace(n_layer=1, n_head_kv=1, head_dim=1), n_ctx)
 
 
 class ScriptedModel:
@@ -58,12 +49,11 @@ class ScriptedModel:
         self.tokenizer = _Tok()
 
     def new_cache(self, n_ctx=None):
-        return _Cache(n_ctx or self.n_ctx)
+        return tiny_cache(n_ctx or self.n_ctx)
 
     def forward(self, tokens, cache, last_only=True):
         self.calls.append(list(tokens))
-        cache.tokens.extend(tokens)
-        cache.offset += len(tokens)
+        cache.advance(tokens)
         logits = np.zeros((1, 8), np.float32)
         logits[0, self.script[min(cache.offset - 1, len(self.script) - 1)]] = 1.0
         return logits

@@ -75,6 +75,7 @@ def run_server(*, model: Path, host: str, port: int, threads: int | None, ctx_si
     """Load the model in the background and serve until Ctrl-C."""
     import bitnet_cli
     from bitnet_cli.errors import UserError
+    from bitnet_cli.loader import check_model_path
     from bitnet_cli.server import ServerConfig, start_server
     from bitnet_cli.server_engine import Engine
     from bitnet_cli.ui import info
@@ -86,8 +87,7 @@ def run_server(*, model: Path, host: str, port: int, threads: int | None, ctx_si
     for ok, message, hint in checks:
         if not ok:
             raise UserError(message, hint)
-    if not Path(model).is_file():
-        raise UserError(f"no model file at {model}", "check the path given to -m")
+    check_model_path(model)  # fail before binding the port; the model loads in the background
     engine = Engine(lambda: bitnet_cli.load(model, n_ctx=ctx_size, threads=threads), template=chat_template,
                     system_prompt=system_prompt, max_queue=max_queue, warmup=warmup)
     config = ServerConfig(alias=alias or Path(model).name, api_key=api_key or None, cors_origins=cors_origins,
