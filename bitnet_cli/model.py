@@ -78,12 +78,12 @@ class Transformer:
     def _ffn_block(self, layer: Layer, x: np.ndarray) -> np.ndarray:
         cfg = self.config
         gate_up = K.ternary_linear(layer.w_gate_up, *K.rms_norm_quantize(x, layer.ffn_norm, cfg.norm_eps))
-        gate, up = gate_up[:, : cfg.n_ff], gate_up[:, cfg.n_ff :]  # [n, n_ff] each
-        if cfg.ffn_act == "relu2":
-            h = np.square(np.maximum(gate, np.float32(0))) * up
+        if cfg.ffn_act == "relu2":  # relu(gate)² · up, sub-normed and quantized in one pass
+            h = K.relu2_glu_quantize(gate_up, cfg.n_ff, layer.ffn_sub_norm, cfg.norm_eps)
         else:
-            h = gate / (np.float32(1) + np.exp(-gate)) * up
-        return K.ternary_linear(layer.w_down, *self._quantize(h, layer.ffn_sub_norm))
+            gate, up = gate_up[:, : cfg.n_ff], gate_up[:, cfg.n_ff :]  # [n, n_ff] each
+            h = self._quantize(gate / (np.float32(1) + np.exp(-gate)) * up, layer.ffn_sub_norm)
+        return K.ternary_linear(layer.w_down, *h)
 
     def _quantize(self, x: np.ndarray, sub_norm: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """int8 activations for a projection, through the block's sub-norm when it has one."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .dense import DenseWeight, dense_linear, embed_rows, prepare_dense
 from .attention import rope_attend, rope_attend_ref
-from .activations import quantize_activations, rms_norm, rms_norm_quantize
+from .activations import quantize_activations, relu2_glu_quantize, rms_norm, rms_norm_quantize
 from .linear import TernaryWeight, prepare_i2s, stack_ternary, ternary_linear
 from .reference import (
     i2s_nbytes,
@@ -37,6 +37,7 @@ __all__ = [
     "quantize_activations",
     "rms_norm",
     "rms_norm_quantize",
+    "relu2_glu_quantize",
     "TernaryWeight",
     "prepare_i2s",
     "stack_ternary",

@@ -1,15 +1,20 @@
 """Activation quantization (bitnet.cpp §5.2) and RMSNorm, alone or fused, in plain Numba.
 
 These touch K floats per token (a few µs), so plain loops are enough; fusing RMSNorm with the
-quantization saves one pass over x and one output array.
+quantization saves one pass over x and one output array. A prompt's rows are independent, so
+for many rows the fused kernels split them over the threads (one parallel region per call).
 """
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
 from ._jit import kernel
+from .threads import ADAPTIVE, get_num_threads
 
-__all__ = ["quantize_activations", "rms_norm", "rms_norm_quantize"]
+__all__ = ["quantize_activations", "rms_norm", "rms_norm_quantize", "relu2_glu_quantize"]
+
+PARALLEL_ROWS = 16  # fewer rows are a few µs of work: a parallel region would cost more
 
 
 @kernel()
@@ -83,15 +88,49 @@ def _rms_norm(x, w, eps):  # noqa: ANN001, ANN202
 
 
 @kernel()
-def _rms_norm_quantize(x, w, eps):  # noqa: ANN001, ANN202
-    n, K = x.shape
-    q = np.empty((n, K), np.int8)
-    s = np.empty(n, np.float32)
-    buf = np.empty(K, np.float32)  # one normalized row, stays in L1
-    for i in range(n):
+def _rms_norm_quantize_rows(x, w, eps, q, s, r0, r1):  # noqa: ANN001, ANN202
+    buf = np.empty(x.shape[1], np.float32)  # one normalized row, stays in L1
+    for i in range(r0, r1):
         _rms_row(x[i], w, eps, buf)
         s[i] = _quantize_row(buf, q, i)
-    return q, s
+
+
+@kernel()
+def _rms_norm_quantize(x, w, eps, q, s):  # noqa: ANN001, ANN202
+    _rms_norm_quantize_rows(x, w, eps, q, s, 0, x.shape[0])
+
+
+@kernel(parallel=True)
+def _rms_norm_quantize_par(x, w, eps, q, s, nchunks):  # noqa: ANN001, ANN202
+    n = x.shape[0]
+    per = (n + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        _rms_norm_quantize_rows(x, w, eps, q, s, min(n, c * per), min(n, (c + 1) * per))
+
+
+@kernel()
+def _relu2_glu_rows(gu, n_ff, w, use_norm, eps, q, s, r0, r1):  # noqa: ANN001, ANN202
+    h = np.empty(n_ff, np.float32)
+    for i in range(r0, r1):
+        for k in range(n_ff):
+            m = max(gu[i, k], np.float32(0.0))
+            h[k] = (m * m) * gu[i, n_ff + k]  # np.square(np.maximum(gate, 0)) * up
+        if use_norm:
+            _rms_row(h, w, eps, h)
+        s[i] = _quantize_row(h, q, i)
+
+
+@kernel()
+def _relu2_glu(gu, n_ff, w, use_norm, eps, q, s):  # noqa: ANN001, ANN202
+    _relu2_glu_rows(gu, n_ff, w, use_norm, eps, q, s, 0, gu.shape[0])
+
+
+@kernel(parallel=True)
+def _relu2_glu_par(gu, n_ff, w, use_norm, eps, q, s, nchunks):  # noqa: ANN001, ANN202
+    n = gu.shape[0]
+    per = (n + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        _relu2_glu_rows(gu, n_ff, w, use_norm, eps, q, s, min(n, c * per), min(n, (c + 1) * per))
 
 
 def _prep(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +144,40 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return _rms_norm(x, w, np.float32(eps))
 
 
+def _rows(key: tuple, n: int, serial, parallel) -> None:  # noqa: ANN001
+    """Run a row kernel serially, or over the threads for a prompt's many rows."""
+    threads = get_num_threads()
+    if n < PARALLEL_ROWS or threads == 1:
+        serial()
+    else:
+        ADAPTIVE.run(key, lambda: parallel(threads), serial)
+
+
 def rms_norm_quantize(x: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """`quantize_activations(rms_norm(x, w, eps))` in one pass: (q int8[n, K], s f32[n])."""
     x, w = _prep(x, w)
-    return _rms_norm_quantize(x, w, np.float32(eps))
+    n, K = x.shape
+    q, s, eps = np.empty((n, K), np.int8), np.empty(n, np.float32), np.float32(eps)
+    _rows(("rms_norm_quantize", K), n, lambda: _rms_norm_quantize(x, w, eps, q, s),
+          lambda t: _rms_norm_quantize_par(x, w, eps, q, s, t))
+    return q, s
+
+
+def relu2_glu_quantize(gate_up: np.ndarray, n_ff: int, sub_norm: np.ndarray | None,
+                       eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The FFN's hidden activations, quantized: h = relu(gate)² · up, RMS-normed by `sub_norm`
+    (when given), then per-row int8 — bit-exact with `quantize_activations(rms_norm(h, ...))`.
+
+    Args:
+        gate_up: f32[n, 2*n_ff], gate then up (the stacked projection's output).
+    """
+    gu = np.ascontiguousarray(gate_up, dtype=np.float32)
+    n = gu.shape[0]
+    if gu.shape[1] != 2 * n_ff:
+        raise ValueError(f"relu2_glu_quantize: expected f32[n, {2 * n_ff}], got {list(gu.shape)}")
+    use_norm = sub_norm is not None
+    w = np.ascontiguousarray(sub_norm if use_norm else np.ones(1), dtype=np.float32)
+    q, s, eps = np.empty((n, n_ff), np.int8), np.empty(n, np.float32), np.float32(eps)
+    _rows(("relu2_glu_quantize", n_ff), n, lambda: _relu2_glu(gu, n_ff, w, use_norm, eps, q, s),
+          lambda t: _relu2_glu_par(gu, n_ff, w, use_norm, eps, q, s, t))
+    return q, s

@@ -32,28 +32,85 @@ def _rope(x, cos, sin, neox, rope_dim):  # noqa: ANN001, ANN202
 
 
 @kernel(fastmath=_FM)
-def _attend_head(q, kc, vc, T, scale, scores, out):  # noqa: ANN001, ANN202
-    # q: [hd]; kc, vc: [n_ctx, hd] (one kv head); attends over positions [0, T); out: [hd]
+def _dots(q, kc, T, scale, s):  # noqa: ANN001, ANN202
+    # s[t] = scale * (q . kc[t]) for t < T; four keys per pass over q (one q load feeds 4 FMAs)
     hd = q.shape[0]
+    t = 0
+    while t + 4 <= T:
+        a0 = a1 = a2 = a3 = np.float32(0.0)
+        for j in range(hd):
+            qj = q[j]
+            a0 += qj * kc[t, j]
+            a1 += qj * kc[t + 1, j]
+            a2 += qj * kc[t + 2, j]
+            a3 += qj * kc[t + 3, j]
+        s[t], s[t + 1], s[t + 2], s[t + 3] = a0 * scale, a1 * scale, a2 * scale, a3 * scale
+        t += 4
+    while t < T:
+        a0 = np.float32(0.0)
+        for j in range(hd):
+            a0 += q[j] * kc[t, j]
+        s[t] = a0 * scale
+        t += 1
+
+
+@kernel(fastmath=_FM)
+def _softmax_numerators(s, T, bits):  # noqa: ANN001, ANN202
+    """s[t] = exp(s[t] - max s) for t < T; returns their sum.
+
+    Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial, max error 1.3 ulp,
+    as accurate as the libm call it replaces) written as plain float and int32 arithmetic so
+    LLVM vectorizes it; 2^n is built in `bits` and read back as float32.
+    """
     m = np.float32(-3.0e38)
     for t in range(T):
-        acc = np.float32(0.0)
-        for j in range(hd):
-            acc += q[j] * kc[t, j]
-        acc *= scale
-        scores[t] = acc
-        m = max(m, acc)
+        m = max(m, s[t])
+    for t in range(T):
+        x = max(s[t] - m, np.float32(-87.0))  # exp(-87) ~ 1.6e-38: below it, the weight is 0 to f32 anyway
+        n = (x * np.float32(1.4426950408889634) + np.float32(12582912.0)) - np.float32(12582912.0)  # round(x/ln2)
+        r = (x - n * np.float32(0.693359375)) - n * np.float32(-2.12194440e-4)
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        s[t] = p * r * r + r + np.float32(1.0)
+        bits[t] = (np.int32(n) + 127) << 23
+    two_n = bits.view(np.float32)
     total = np.float32(0.0)
     for t in range(T):
-        e = np.float32(math.exp(scores[t] - m))
-        scores[t] = e
+        e = s[t] * two_n[t]
+        s[t] = e
         total += e
+    return total
+
+
+@kernel(fastmath=_FM)
+def _weighted_values(p, vc, T, inv, out):  # noqa: ANN001, ANN202
+    # out = sum_t p[t] * inv * vc[t]; four values per pass over out
+    hd = out.shape[0]
     for j in range(hd):
         out[j] = 0.0
-    for t in range(T):
-        w = scores[t] / total
+    t = 0
+    while t + 4 <= T:
+        p0, p1, p2, p3 = p[t] * inv, p[t + 1] * inv, p[t + 2] * inv, p[t + 3] * inv
+        for j in range(hd):
+            out[j] += p0 * vc[t, j] + p1 * vc[t + 1, j] + p2 * vc[t + 2, j] + p3 * vc[t + 3, j]
+        t += 4
+    while t < T:
+        w = p[t] * inv
         for j in range(hd):
             out[j] += w * vc[t, j]
+        t += 1
+
+
+@kernel(fastmath=_FM)
+def _attend_head(q, kc, vc, T, scale, scores, bits, out):  # noqa: ANN001, ANN202
+    # q: [hd]; kc, vc: [n_ctx, hd] (one kv head); attends over positions [0, T); out: [hd]
+    _dots(q, kc, T, scale, scores)
+    total = _softmax_numerators(scores, T, bits)
+    _weighted_values(scores, vc, T, np.float32(1.0) / total, out)
 
 
 @kernel(fastmath=_FM)
@@ -73,27 +130,28 @@ def _rope_store(qkv, cos, sin, neox, rope_dim, kc, vc, start, H, Hkv, hd):  # no
 
 
 @kernel(fastmath=_FM)
-def _attend_serial(qkv, kc, vc, start, H, Hkv, hd, out):  # noqa: ANN001, ANN202
+def _attend_rows(qkv, kc, vc, start, H, Hkv, hd, out, first, step):  # noqa: ANN001, ANN202
+    # (query, head) pairs first, first + step, ...: strided, so causal rows of every length mix
     n = qkv.shape[0]
     g = H // Hkv
     scale = np.float32(1.0 / math.sqrt(hd))
     scores = np.empty(start + n, np.float32)
-    for i in range(n):
-        for h in range(H):
-            _attend_head(qkv[i, h * hd : (h + 1) * hd], kc[h // g], vc[h // g], start + i + 1, scale,
-                         scores, out[i, h * hd : (h + 1) * hd])
+    bits = np.empty(start + n, np.int32)
+    for ih in range(first, n * H, step):
+        i, h = ih // H, ih % H
+        _attend_head(qkv[i, h * hd : (h + 1) * hd], kc[h // g], vc[h // g], start + i + 1, scale,
+                     scores, bits, out[i, h * hd : (h + 1) * hd])
+
+
+@kernel(fastmath=_FM)
+def _attend_serial(qkv, kc, vc, start, H, Hkv, hd, out):  # noqa: ANN001, ANN202
+    _attend_rows(qkv, kc, vc, start, H, Hkv, hd, out, 0, 1)
 
 
 @kernel(parallel=True, fastmath=_FM)
-def _attend_parallel(qkv, kc, vc, start, H, Hkv, hd, out):  # noqa: ANN001, ANN202
-    n = qkv.shape[0]
-    g = H // Hkv
-    scale = np.float32(1.0 / math.sqrt(hd))
-    for ih in numba.prange(n * H):
-        i, h = ih // H, ih % H
-        scores = np.empty(start + i + 1, np.float32)
-        _attend_head(qkv[i, h * hd : (h + 1) * hd], kc[h // g], vc[h // g], start + i + 1, scale,
-                     scores, out[i, h * hd : (h + 1) * hd])
+def _attend_parallel(qkv, kc, vc, start, H, Hkv, hd, out, nchunks):  # noqa: ANN001, ANN202
+    for c in numba.prange(nchunks):
+        _attend_rows(qkv, kc, vc, start, H, Hkv, hd, out, c, nchunks)
 
 
 def rope_attend(qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool, rope_dim: int,
@@ -113,7 +171,7 @@ def rope_attend(qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool, r
     out = np.empty((n, n_head * hd), np.float32)
     # Decode is a few µs of work: a parallel region would cost more than it saves.
     if n * (start + n) >= 4096 and get_num_threads() > 1:
-        _attend_parallel(qkv, kc, vc, start, n_head, n_head_kv, hd, out)
+        _attend_parallel(qkv, kc, vc, start, n_head, n_head_kv, hd, out, get_num_threads())
     else:
         _attend_serial(qkv, kc, vc, start, n_head, n_head_kv, hd, out)
     return out

@@ -35,3 +35,35 @@ def test_rope_attend_is_causal():
     # The first token can only see itself: its output is its own V.
     v0 = qkv[0, (H + Hkv) * hd :]
     np.testing.assert_allclose(out[0, :hd], v0, rtol=1e-6)
+
+
+def test_softmax_exp_within_two_ulp_of_float64():
+    from bitnet_kernels.attention import _softmax_numerators
+
+    x = np.concatenate([np.linspace(-90, 0, 20001), [0.0, -1e-7, -0.5, -87.0, -86.9]]).astype(np.float32)
+    s, bits = x.copy(), np.empty(x.size, np.int32)
+    total = _softmax_numerators(s, x.size, bits)  # max is 0, so s becomes exp(x)
+    want = np.exp(x.astype(np.float64))
+    ok = x > -87.0
+    assert np.all(np.abs(s[ok] - want[ok]) <= 2 * np.spacing(want[ok].astype(np.float32)))
+    assert np.all(s[~ok] <= np.float32(2e-38)) and s[np.argmax(x)] == 1.0
+    assert abs(total - want.sum()) <= 1e-5 * want.sum()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rope_attend_parallel_prefill_equals_serial(threads):
+    rng = np.random.default_rng(7)
+    H, Hkv, hd, n = 4, 2, 16, 80  # n * n >= 4096: the parallel path when threads > 1
+    qkv = rng.standard_normal((n, (H + 2 * Hkv) * hd)).astype(np.float32)
+    angles = rng.uniform(0, 6, (n, hd // 2)).astype(np.float32)
+    cos, sin = np.cos(angles), np.sin(angles)
+    outs = []
+    old = K.get_num_threads()
+    try:
+        for t in (1, threads):
+            K.set_num_threads(t)
+            kc, vc = np.zeros((Hkv, n, hd), np.float32), np.zeros((Hkv, n, hd), np.float32)
+            outs.append(K.rope_attend(qkv.copy(), cos, sin, True, hd, kc, vc, 0, H, Hkv))
+    finally:
+        K.set_num_threads(old)
+    assert np.array_equal(outs[0], outs[1])

@@ -199,3 +199,35 @@ def test_adaptive_threads_recover_from_a_cold_first_parallel_call() -> None:
         picks.append(par)
         a.record(key, par, (0.150 if call == 0 else 0.020) if par else 0.045)
     assert picks[3] and picks[4:].count(False) <= 2  # parallel from the 4th call; rare serial probes
+
+
+@pytest.mark.parametrize("n", [1, 3, 40])
+@pytest.mark.parametrize("norm", [True, False])
+def test_relu2_glu_quantize_bit_exact(rng, n: int, norm: bool) -> None:
+    from bitnet_kernels import relu2_glu_quantize
+
+    n_ff = 96
+    gu = (rng.standard_normal((n, 2 * n_ff)) * 3).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, n_ff).astype(np.float32) if norm else None
+    h = np.square(np.maximum(gu[:, :n_ff], np.float32(0))) * gu[:, n_ff:]
+    qr, sr = quantize_activations_ref(rms_norm_ref(h, w, 1e-5) if norm else h)
+    q, s = relu2_glu_quantize(gu, n_ff, w, 1e-5)
+    assert np.array_equal(q, qr) and np.array_equal(s, sr)
+    with pytest.raises(ValueError, match="expected"):
+        relu2_glu_quantize(gu[:, 1:], n_ff, w, 1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rms_norm_quantize_many_rows_bit_exact(rng, threads: int) -> None:
+    import bitnet_kernels as bk
+
+    x = (rng.standard_normal((37, 256)) * 4).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, 256).astype(np.float32)
+    old = bk.get_num_threads()
+    bk.set_num_threads(threads)
+    try:
+        q, s = rms_norm_quantize(x, w, 1e-5)
+    finally:
+        bk.set_num_threads(old)
+    qr, sr = quantize_activations_ref(rms_norm_ref(x, w, 1e-5))
+    assert np.array_equal(q, qr) and np.array_equal(s, sr)
