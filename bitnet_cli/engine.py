@@ -14,6 +14,16 @@ DEFAULT_CTX = 2048
 PREFILL_CHUNK = 512
 
 
+def check_model_path(path: str | Path) -> Path:
+    """The path, or a clear error when it is missing or not a file."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"no model file at {p}", "pass -m path/to/model.gguf (see `bitnet setup` or `bitnet dummy`)")
+    if not p.is_file():
+        raise UserError(f"{p} is not a file", "pass -m path/to/model.gguf")
+    return p
+
+
 class Model:
     """A loaded model: `.config`, `.tokenizer`, `.forward()` over a KV cache, `.logits()`."""
 
@@ -66,20 +76,37 @@ def load(path: str | Path, *, n_ctx: int = 0, threads: int | None = None) -> Mod
         n_ctx: context size for new caches (0 = the model's training context).
         threads: kernel threads (None = all cores).
     """
+    if threads is not None and threads < 1:
+        raise UserError(f"invalid thread count {threads}", "pass -t 1 or more")
+    if n_ctx < 0:
+        raise UserError(f"invalid context size {n_ctx}", "pass -c 0 (the model's) or a positive number")
+    from bitnet_cli.modelfile import open_model_file
+
+    path = Path(path)
+    mf = open_model_file(check_model_path(path))
+    # The weights get mapped in the background while the kernels import and the tokenizer
+    # builds, so neither stacking them nor the first token pays page faults.
+    populating = mf.populate(_populate_list(mf))
+
     import bitnet_kernels
-    from bitnet_cli.loader import load_weights, open_checked, read_config
+    from bitnet_cli.loader import load_weights, read_config
     from bitnet_cli.model import Transformer
     from bitnet_cli.tokenizer import Tokenizer
 
-    if threads is not None and threads < 1:
-        raise UserError(f"invalid thread count {threads}", "pass -t 1 or more")
     # A busy core is handled inside the kernels (bitnet_kernels.threads.Adaptive).
     bitnet_kernels.set_num_threads(min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
-    if n_ctx < 0:
-        raise UserError(f"invalid context size {n_ctx}", "pass -c 0 (the model's) or a positive number")
-    path = Path(path)
-    mf = open_checked(path)
     config = read_config(mf)
     tokenizer = Tokenizer.from_metadata(mf.metadata)
+    if populating is not None:
+        populating.join()  # stacking releases what it copied: no page may come back after that
     weights = load_weights(mf, config)
     return Model(path, config, Transformer(config, weights), tokenizer, mf, n_ctx or config.n_ctx_train)
+
+
+def _populate_list(mf) -> list[str]:  # noqa: ANN001
+    """Tensors the loader reads straight from the map: I2_S projections (in place, or copied
+    once when stacked), dense and norm tensors. Other types are repacked, so not worth mapping."""
+    from bitnet_cli.modelfile import GGMLType
+
+    direct = (GGMLType.I2_S, GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q8_0, GGMLType.Q6_K)
+    return [n for n, r in mf.tensors.items() if r.ggml_type in direct]

@@ -16,23 +16,6 @@ FLOAT_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
 DENSE_TYPES = FLOAT_TYPES + (GGMLType.Q8_0, GGMLType.Q6_K)
 
 
-def check_model_path(path: str | Path) -> Path:
-    """The path, or a clear error when it is missing or not a file."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"no model file at {p}", "pass -m path/to/model.gguf (see `bitnet setup` or `bitnet dummy`)")
-    if not p.is_file():
-        raise UserError(f"{p} is not a file", "pass -m path/to/model.gguf")
-    return p
-
-
-def open_checked(path: str | Path) -> ModelFile:
-    """Open a model file, with a clear error when it is missing or not a file."""
-    from bitnet_cli.modelfile import open_model_file
-
-    return open_model_file(check_model_path(path))
-
-
 def _tensor(mf: ModelFile, name: str, required: bool = True) -> TensorRecord | None:
     rec = mf.tensors.get(name)
     if rec is None and required:

@@ -100,3 +100,36 @@ def test_every_weight_type_gives_the_i2s_logits(tmp_path, outtype):
     ids = list(range(3, 40))
     a, b = bitnet_cli.load(ref, threads=1), bitnet_cli.load(other, threads=1)
     np.testing.assert_array_equal(a.logits(ids), b.logits(ids))
+
+
+def _rss_bytes() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_kv_cache_memory_is_resident_only_where_written(model):
+    # 32 MiB per array; one position in every layer and head must not make it all resident
+    cfg = model.config
+    cache = model.new_cache((32 << 20) // (4 * cfg.n_layer * cfg.n_head_kv * cfg.head_dim))
+    before = _rss_bytes()
+    cache.k[:, :, 0] = 1.0
+    cache.v[:, :, 0] = 1.0
+    assert _rss_bytes() - before < 4 << 20
+    assert cache.k[0, 0, 1].sum() == 0.0 and cache.k[0, 0, 0].sum() == cache.k.shape[-1]
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="MADV_POPULATE_READ is Linux")
+def test_populate_maps_the_named_tensors(tiny_model):
+    from bitnet_cli.modelfile import open_model_file
+
+    mf = open_model_file(tiny_model)
+    name = max(mf.tensors, key=lambda n: mf.tensors[n].nbytes)
+    assert mf.tensors[name].nbytes >= 1 << 18
+    before = _rss_bytes()
+    thread = mf.populate([name])
+    assert thread is not None
+    thread.join()
+    assert _rss_bytes() - before >= mf.tensors[name].nbytes // 2

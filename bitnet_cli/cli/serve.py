@@ -75,7 +75,7 @@ def run_server(*, model: Path, host: str, port: int, threads: int | None, ctx_si
     """Load the model in the background and serve until Ctrl-C."""
     import bitnet_cli
     from bitnet_cli.errors import UserError
-    from bitnet_cli.loader import check_model_path
+    from bitnet_cli.engine import check_model_path
     from bitnet_cli.server import ServerConfig, start_server
     from bitnet_cli.server_engine import Engine
     from bitnet_cli.ui import info
