@@ -131,16 +131,17 @@ def _rope_store(qkv, cos, sin, neox, rope_dim, kc, vc, start, H, Hkv, hd):  # no
 
 @kernel(fastmath=_FM)
 def _attend_rows(qkv, kc, vc, start, H, Hkv, hd, out, first, step):  # noqa: ANN001, ANN202
-    # (query, head) pairs first, first + step, ...: strided, so causal rows of every length mix
+    # Queries first, first + step, ...: strided, so every thread gets causal rows of every length.
+    # Heads outermost: the query heads sharing a KV head run back to back on its L2-resident K, V.
     n = qkv.shape[0]
     g = H // Hkv
     scale = np.float32(1.0 / math.sqrt(hd))
     scores = np.empty(start + n, np.float32)
     bits = np.empty(start + n, np.int32)
-    for ih in range(first, n * H, step):
-        i, h = ih // H, ih % H
-        _attend_head(qkv[i, h * hd : (h + 1) * hd], kc[h // g], vc[h // g], start + i + 1, scale,
-                     scores, bits, out[i, h * hd : (h + 1) * hd])
+    for h in range(H):
+        for i in range(first, n, step):
+            _attend_head(qkv[i, h * hd : (h + 1) * hd], kc[h // g], vc[h // g], start + i + 1, scale,
+                         scores, bits, out[i, h * hd : (h + 1) * hd])
 
 
 @kernel(fastmath=_FM)
