@@ -7,9 +7,11 @@ import numba
 import numpy as np
 
 from ._jit import kernel
-from .threads import get_num_threads
+from .threads import ADAPTIVE, get_num_threads
 
 __all__ = ["rope_attend", "rope_attend_ref"]
+
+PARALLEL_WORK = 1 << 16  # query-head-key-dim products (~10 µs) from which two threads pay off
 
 # Reassociation lets LLVM vectorize the dot products; nothing else is relaxed (no -inf tricks).
 _FM = {"reassoc", "contract"}
@@ -131,17 +133,18 @@ def _rope_store(qkv, cos, sin, neox, rope_dim, kc, vc, start, H, Hkv, hd):  # no
 
 @kernel(fastmath=_FM)
 def _attend_rows(qkv, kc, vc, start, H, Hkv, hd, out, first, step):  # noqa: ANN001, ANN202
-    # Queries first, first + step, ...: strided, so every thread gets causal rows of every length.
-    # Heads outermost: the query heads sharing a KV head run back to back on its L2-resident K, V.
+    # (head, query) pairs in head-major order, first, first + step, ...: a thread gets every
+    # step-th query of each head (causal rows of every length; for one token, every step-th head),
+    # and the query heads sharing a KV head run back to back on its cached K and V.
     n = qkv.shape[0]
     g = H // Hkv
     scale = np.float32(1.0 / math.sqrt(hd))
     scores = np.empty(start + n, np.float32)
     bits = np.empty(start + n, np.int32)
-    for h in range(H):
-        for i in range(first, n, step):
-            _attend_head(qkv[i, h * hd : (h + 1) * hd], kc[h // g], vc[h // g], start + i + 1, scale,
-                         scores, bits, out[i, h * hd : (h + 1) * hd])
+    for p in range(first, H * n, step):
+        h, i = p // n, p % n
+        _attend_head(qkv[i, h * hd : (h + 1) * hd], kc[h // g], vc[h // g], start + i + 1, scale,
+                     scores, bits, out[i, h * hd : (h + 1) * hd])
 
 
 @kernel(fastmath=_FM)
@@ -170,11 +173,14 @@ def rope_attend(qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool, r
     hd = kc.shape[2]
     _rope_store(qkv, cos, sin, neox, rope_dim, kc, vc, start, n_head, n_head_kv, hd)
     out = np.empty((n, n_head * hd), np.float32)
-    # Decode is a few µs of work: a parallel region would cost more than it saves.
-    if n * (start + n) >= 4096 and get_num_threads() > 1:
-        _attend_parallel(qkv, kc, vc, start, n_head, n_head_kv, hd, out, get_num_threads())
-    else:
+    threads = get_num_threads()
+    # A short context is a few µs of work: a parallel region would cost more than it saves.
+    if threads == 1 or n * n_head * (start + n) * hd < PARALLEL_WORK:
         _attend_serial(qkv, kc, vc, start, n_head, n_head_kv, hd, out)
+    else:  # behind the busy-core fallback, timed per context length class
+        ADAPTIVE.run(("rope_attend", n_head, hd, n > 1, (start + n).bit_length()),
+                     lambda: _attend_parallel(qkv, kc, vc, start, n_head, n_head_kv, hd, out, threads),
+                     lambda: _attend_serial(qkv, kc, vc, start, n_head, n_head_kv, hd, out))
     return out
 
 

@@ -51,19 +51,24 @@ def test_softmax_exp_within_two_ulp_of_float64():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_rope_attend_parallel_prefill_equals_serial(threads):
+@pytest.mark.parametrize("H,Hkv,hd,start,n", [(4, 2, 16, 0, 80), (8, 4, 64, 200, 1)])  # prefill, decode
+def test_rope_attend_parallel_equals_serial(threads, H, Hkv, hd, start, n):
+    from bitnet_kernels.attention import PARALLEL_WORK
+
+    assert n * H * (start + n) * hd >= PARALLEL_WORK  # the parallel path when threads > 1
     rng = np.random.default_rng(7)
-    H, Hkv, hd, n = 4, 2, 16, 80  # n * n >= 4096: the parallel path when threads > 1
     qkv = rng.standard_normal((n, (H + 2 * Hkv) * hd)).astype(np.float32)
     angles = rng.uniform(0, 6, (n, hd // 2)).astype(np.float32)
     cos, sin = np.cos(angles), np.sin(angles)
+    past = rng.standard_normal((2, Hkv, start + n, hd)).astype(np.float32)
     outs = []
     old = K.get_num_threads()
+    K.threads.ADAPTIVE.reset()
     try:
         for t in (1, threads):
             K.set_num_threads(t)
-            kc, vc = np.zeros((Hkv, n, hd), np.float32), np.zeros((Hkv, n, hd), np.float32)
-            outs.append(K.rope_attend(qkv.copy(), cos, sin, True, hd, kc, vc, 0, H, Hkv))
+            kc, vc = past[0].copy(), past[1].copy()
+            outs.append(K.rope_attend(qkv.copy(), cos, sin, True, hd, kc, vc, start, H, Hkv))
     finally:
         K.set_num_threads(old)
     assert np.array_equal(outs[0], outs[1])
