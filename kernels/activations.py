@@ -144,13 +144,13 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return _rms_norm(x, w, np.float32(eps))
 
 
-def _rows(key: tuple, n: int, serial, parallel) -> None:  # noqa: ANN001
-    """Run a row kernel serially, or over the threads for a prompt's many rows."""
+def _rows(key: tuple, n: int, serial, parallel, *args) -> None:  # noqa: ANN001
+    """Run `serial(*args)`, or `parallel(*args, threads)` over the threads for a prompt's many rows."""
     threads = get_num_threads()
     if n < PARALLEL_ROWS or threads == 1:
-        serial()
+        serial(*args)
     else:
-        ADAPTIVE.run(key, lambda: parallel(threads), serial)
+        ADAPTIVE.run(key, lambda: parallel(*args, threads), lambda: serial(*args))
 
 
 def rms_norm_quantize(x: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -158,8 +158,7 @@ def rms_norm_quantize(x: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndar
     x, w = _prep(x, w)
     n, K = x.shape
     q, s, eps = np.empty((n, K), np.int8), np.empty(n, np.float32), np.float32(eps)
-    _rows(("rms_norm_quantize", K), n, lambda: _rms_norm_quantize(x, w, eps, q, s),
-          lambda t: _rms_norm_quantize_par(x, w, eps, q, s, t))
+    _rows(("rms_norm_quantize", K), n, _rms_norm_quantize, _rms_norm_quantize_par, x, w, eps, q, s)
     return q, s
 
 
@@ -178,6 +177,5 @@ def relu2_glu_quantize(gate_up: np.ndarray, n_ff: int, sub_norm: np.ndarray | No
     use_norm = sub_norm is not None
     w = np.ascontiguousarray(sub_norm if use_norm else np.ones(1), dtype=np.float32)
     q, s, eps = np.empty((n, n_ff), np.int8), np.empty(n, np.float32), np.float32(eps)
-    _rows(("relu2_glu_quantize", n_ff), n, lambda: _relu2_glu(gu, n_ff, w, use_norm, eps, q, s),
-          lambda t: _relu2_glu_par(gu, n_ff, w, use_norm, eps, q, s, t))
+    _rows(("relu2_glu_quantize", n_ff), n, _relu2_glu, _relu2_glu_par, gu, n_ff, w, use_norm, eps, q, s)
     return q, s

@@ -43,6 +43,8 @@ class TernaryWeight:
     isa: str
     quant: str = "i2_s"
     parts: tuple[int, ...] = field(default=())
+    # (n-kind, threads) -> _Plan; not an init field, so dataclasses.replace starts a fresh one
+    _plans: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -155,12 +157,39 @@ def ternary_linear(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarr
         s = np.ascontiguousarray(s, dtype=np.float32)
     threads = _sync_threads()
     kind = P.n_kind(n)
-    prm = P.lookup(w.quant, w.M, w.K, kind, threads)
-    if w.isa == "avx2":
-        _run_avx2(w, q, s, out, kind, prm, threads)
+    plan = w._plans.get((kind, threads))
+    if plan is None or plan.version != P.version:
+        plan = w._plans[(kind, threads)] = _Plan(w, kind, threads)
+    if threads == 1:
+        plan.serial(q, s, out)
     else:
-        _run_portable(w, q, s, out, prm, threads)
+        ADAPTIVE.run(plan.key, plan.parallel, plan.serial, q, s, out)
     return out
+
+
+class _Plan:
+    """One weight's kernels and parameters for an (n-kind, thread count), looked up once: a
+    decode step makes a hundred calls of a few µs, so the per-call Python matters."""
+
+    def __init__(self, w: TernaryWeight, kind: str, threads: int) -> None:
+        self.version = P.version
+        self.key = (w.quant, w.M, w.K, kind) if w.isa == "avx2" else (w.quant, w.M, w.K, kind, "w16")
+        prm = P.lookup(w.quant, w.M, w.K, kind, threads)
+        chunks = P.chunks_for(prm, threads)
+        data, K, rs = w.data, w.K, w.row_scale
+        if w.isa != "avx2":
+            W16 = _mod("i2s_portable")
+            self.serial = lambda q, s, out: W16.linear_w16_serial(data, q, s, rs, out)
+            self.parallel = lambda q, s, out: W16.linear_w16_par(data, q, s, rs, out, chunks)
+        elif kind == "gemv":
+            A, pf = _mod("i2s_avx2"), prm["pf"]
+            self.serial = lambda q, s, out: A.gemv_serial(data, K, q[0], s[0], rs, out[0], pf)
+            self.parallel = lambda q, s, out: A.gemv_par(data, K, q[0], s[0], rs, out[0], chunks, pf)
+        else:
+            par, ser = _mod("i2s_gemm_avx2").GEMM_KERNELS[prm["block"]]
+            tb = prm["tok_block"]
+            self.serial = lambda q, s, out: ser(data, K, q, s, rs, out, tb)
+            self.parallel = lambda q, s, out: par(data, K, q, s, rs, out, chunks, tb)
 
 
 def _tl_linear(w: object, q: np.ndarray, s: np.ndarray, out: np.ndarray | None) -> np.ndarray:
@@ -172,39 +201,3 @@ def _tl_linear(w: object, q: np.ndarray, s: np.ndarray, out: np.ndarray | None) 
         return y
     out[...] = y
     return out
-
-
-def _run_avx2(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarray, kind: str, prm: dict, threads: int) -> None:
-    key = (w.quant, w.M, w.K, kind)
-    if kind == "gemv":
-        A = _mod("i2s_avx2")
-        if threads == 1:
-            A.gemv_serial(w.data, w.K, q[0], s[0], w.row_scale, out[0], prm["pf"])
-            return
-
-        def serial() -> None:
-            A.gemv_serial(w.data, w.K, q[0], s[0], w.row_scale, out[0], prm["pf"])
-
-        def parallel() -> None:
-            A.gemv_par(w.data, w.K, q[0], s[0], w.row_scale, out[0], P.chunks_for(prm, threads), prm["pf"])
-    else:
-        par, ser = _mod("i2s_gemm_avx2").GEMM_KERNELS[prm["block"]]
-
-        def serial() -> None:
-            ser(w.data, w.K, q, s, w.row_scale, out, prm["tok_block"])
-
-        def parallel() -> None:
-            par(w.data, w.K, q, s, w.row_scale, out, P.chunks_for(prm, threads), prm["tok_block"])
-    serial() if threads == 1 else ADAPTIVE.run(key, parallel, serial)
-
-
-def _run_portable(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarray, prm: dict, threads: int) -> None:
-    W16 = _mod("i2s_portable")
-
-    def serial() -> None:
-        W16.linear_w16_serial(w.data, q, s, w.row_scale, out)
-
-    def parallel() -> None:
-        W16.linear_w16_par(w.data, q, s, w.row_scale, out, P.chunks_for(prm, threads))
-
-    serial() if threads == 1 else ADAPTIVE.run((w.quant, w.M, w.K, P.n_kind(q.shape[0]), "w16"), parallel, serial)

@@ -16,6 +16,7 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 _table: dict[tuple[str, int, int, str, int], dict[str, Any]] = {}
+version = 0  # bumped on every change, so per-weight call plans know to look again
 
 
 def n_kind(n: int) -> str:
@@ -33,12 +34,24 @@ def lookup(quant: str, M: int, K: int, kind: str, threads: int) -> dict[str, Any
 
 def set_params(quant: str, M: int, K: int, kind: str, threads: int, params: dict[str, Any]) -> None:
     """Record parameters for one (quant, shape, n-kind, threads); unknown keys are kept as given."""
+    global version
     family = quant if (quant, kind) in DEFAULTS else "dense"
     _table[(quant, M, K, kind, threads)] = {**DEFAULTS[(family, kind)], **params}
+    version += 1
+
+
+def remove(M: int, K: int) -> None:
+    """Forget every entry of one shape."""
+    global version
+    for key in [k for k in _table if k[1:3] == (M, K)]:
+        del _table[key]
+    version += 1
 
 
 def clear() -> None:
+    global version
     _table.clear()
+    version += 1
 
 
 def chunks_for(params: dict[str, Any], threads: int) -> int:

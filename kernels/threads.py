@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Callable, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator
 
 import numba
 
@@ -95,11 +95,11 @@ class Adaptive:
             st[3] = min(self.max_interval, st[3] * 2) if self._faster_is_parallel(st) == before else float(self.probe_every)
             st[4] = st[2] + st[3]
 
-    def run(self, key: Hashable, parallel_call: Callable[[], None], serial_call: Callable[[], None]) -> None:
-        """Run whichever variant is currently faster for `key`, and time it."""
+    def run(self, key: Hashable, parallel_call: Callable[..., None], serial_call: Callable[..., None], *args: Any) -> None:
+        """Run whichever variant is currently faster for `key` (with `args`), and time it."""
         par = self.use_parallel(key)
         t0 = time.perf_counter()
-        (parallel_call if par else serial_call)()
+        (parallel_call if par else serial_call)(*args)
         self.record(key, par, time.perf_counter() - t0)
 
 

@@ -273,6 +273,5 @@ def warmup(progress: Progress | None = None) -> int:
                 progress(i + 1, len(steps), "compiling kernels")
     finally:
         set_num_threads(old)
-        for key in [k for k in P._table if k[1:3] == (M, K)]:
-            del P._table[key]
+        P.remove(M, K)
     return len(steps)
