@@ -174,7 +174,7 @@ class _Plan:
     def __init__(self, w: TernaryWeight, kind: str, threads: int) -> None:
         self.version = P.version
         self.key = (w.quant, w.M, w.K, kind) if w.isa == "avx2" else (w.quant, w.M, w.K, kind, "w16")
-        prm = P.lookup(w.quant, w.M, w.K, kind, threads)
+        self.params = prm = P.lookup(w.quant, w.M, w.K, kind, threads)
         chunks = P.chunks_for(prm, threads)
         data, K, rs = w.data, w.K, w.row_scale
         if w.isa != "avx2":

@@ -231,3 +231,23 @@ def test_rms_norm_quantize_many_rows_bit_exact(rng, threads: int) -> None:
         bk.set_num_threads(old)
     qr, sr = quantize_activations_ref(rms_norm_ref(x, w, 1e-5))
     assert np.array_equal(q, qr) and np.array_equal(s, sr)
+
+
+def test_weights_prepared_before_tuning_use_the_new_parameters(rng) -> None:
+    import bitnet_kernels as bk
+
+    M, K = 64, 256
+    t = rng.integers(-1, 2, size=(M, K), dtype=np.int8)
+    w = bk.prepare_i2s(bk.pack_i2s(t, 0.5), M, K)
+    q, s = quantize_activations(rng.standard_normal((3, K)).astype(np.float32))
+    want = ternary_linear_ref(t, np.float32(0.5), q, s)
+    threads = bk.get_num_threads()
+    try:
+        assert np.array_equal(bk.ternary_linear(w, q, s), want)
+        before = w._plans[("gemm", threads)].params
+        other = {"tok_block": 32 if before.get("tok_block") != 32 else 128, "chunks": 1}
+        P.set_params("i2_s", M, K, "gemm", threads, other)
+        assert np.array_equal(bk.ternary_linear(w, q, s), want)
+        assert w._plans[("gemm", threads)].params["tok_block"] == other["tok_block"]
+    finally:
+        P.remove(M, K)
