@@ -1,7 +1,8 @@
 """Kernel parameters (tile shape, prefetch distance, parallel chunks) per shape, and their defaults.
 
-`tune.py` fills the table from its cache or presets; the kernels look parameters up on every call
-(a dict lookup), so a tuned table applies to weights prepared before it was loaded too.
+`tune.py` fills the table from its cache or presets. Each weight keeps the parameters it looked up
+per (n-kind, threads) until `version` changes, so a tuned table applies to weights prepared
+before it was loaded too.
 """
 from __future__ import annotations
 
