@@ -74,6 +74,13 @@ def test_run_accepts_bitnet_cpp_spellings(tiny_model):
     assert r.returncode == 0, r.stderr
 
 
+def test_run_warm_up_does_not_change_the_text(tiny_model):
+    args = ("run", "-m", str(tiny_model), "-p", "Hello", "-n", "8", "--temp", "0", "-t", "1")
+    warm, cold = bitnet(*args), bitnet(*args, "--no-warmup")
+    assert warm.returncode == 0 and cold.returncode == 0, warm.stderr + cold.stderr
+    assert warm.stdout == cold.stdout != ""
+
+
 def test_cli_docs_are_current():
     sys.path.insert(0, str(ROOT / "scripts"))
     import gen_cli_docs

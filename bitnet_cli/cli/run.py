@@ -48,6 +48,7 @@ def run(
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep generating past end-of-sequence tokens.")] = False,
     conversation: Annotated[bool, typer.Option("-cnv", "--conversation", help="Chat mode; -p is then the system prompt.")] = False,
     system_prompt: Annotated[Optional[str], typer.Option("-sys", "--system-prompt", help="System prompt for chat mode.")] = None,
+    no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the untimed warm-up run (kernel code then loads inside the prompt's timing).")] = False,
     n_gpu_layers: GpuLayersOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -67,7 +68,7 @@ def run(
         raise UserError("no prompt given", "pass -p TEXT or -f FILE")
     if n_predict < -1:
         raise UserError(f"invalid -n {n_predict}", "pass a token count, or -1 for 'until end of text'")
-    _generate(model, text, n_predict, threads, ctx_size, sampling, stop or [], ignore_eos, verbose)
+    _generate(model, text, n_predict, threads, ctx_size, sampling, stop or [], ignore_eos, not no_warmup, verbose)
 
 
 def _read_prompt(prompt: str | None, file: Path | None) -> str | None:
@@ -85,16 +86,19 @@ def _read_prompt(prompt: str | None, file: Path | None) -> str | None:
 
 
 def _generate(model_path: Path, text: str, n_predict: int, threads: int | None, ctx_size: int,
-              sampling, stop: list[str], ignore_eos: bool, verbose: bool) -> None:
+              sampling, stop: list[str], ignore_eos: bool, warmup: bool, verbose: bool) -> None:
     import sys
     import time
 
     import bitnet_cli
+    from bitnet_cli.chat import warm_up
     from bitnet_cli.generation import stream_generate
     from bitnet_cli.ui import info
 
     t0 = time.perf_counter()
     model = bitnet_cli.load(model_path, n_ctx=ctx_size, threads=threads)
+    if warmup:  # as llama-cli: the kernels' code loads here, not inside the prompt's t/s
+        warm_up(model)
     load_s = time.perf_counter() - t0
     last = None
     for r in stream_generate(model, text, max_tokens=n_predict, sampling=sampling, stop=stop, ignore_eos=ignore_eos):
