@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 
 import bitnet_kernels as K
 from bitnet_cli.config import ModelConfig
-from bitnet_cli.errors import ModelFormatError, UnsupportedModelError, UserError
+from bitnet_cli.errors import ModelFormatError, UnsupportedModelError
 from bitnet_cli.model import Layer, Weights
 from bitnet_cli.modelfile import GGMLType, ModelFile, TensorRecord
 

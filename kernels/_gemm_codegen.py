@@ -34,7 +34,7 @@ from .simd import hsum_v8i32, load_v32i8, madd, maddubs, splat_v16i16, splat_v32
 
 def _tile(R: int, T: int) -> str:
     name = f"_tile_{R}x{T}"
-    L = [f"@kernel()", f"def {name}(C, K, X, xsum, s, scale, Y, r, t):",
+    L = ["@kernel()", f"def {name}(C, K, X, xsum, s, scale, Y, r, t):",
          f'    """Rows r..r+{R - 1} x tokens t..t+{T - 1} of Y[n, M]; codes of row r+i at C[i*K:(i+1)*K]."""',
          "    nblk = K // 128", "    ones = splat_v16i16(1)"]
     L += [f"    a{i}_{j} = zero_v8i32()" for i in range(R) for j in range(T)]

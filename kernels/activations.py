@@ -10,7 +10,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel
-from .threads import ADAPTIVE, get_num_threads
+from .threads import get_num_threads, run_threaded
 
 __all__ = ["quantize_activations", "rms_norm", "rms_norm_quantize", "relu2_glu_quantize"]
 
@@ -145,12 +145,9 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _rows(key: tuple, n: int, serial, parallel, *args) -> None:  # noqa: ANN001
-    """Run `serial(*args)`, or `parallel(*args, threads)` over the threads for a prompt's many rows."""
+    """`serial(*args)`, or `parallel(*args, threads)` over the threads for a prompt's many rows."""
     threads = get_num_threads()
-    if n < PARALLEL_ROWS or threads == 1:
-        serial(*args)
-    else:
-        ADAPTIVE.run(key, lambda: parallel(*args, threads), lambda: serial(*args))
+    run_threaded(key, lambda *a: parallel(*a, threads), serial, *args, worth_it=n >= PARALLEL_ROWS)
 
 
 def rms_norm_quantize(x: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:

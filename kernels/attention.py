@@ -7,7 +7,7 @@ import numba
 import numpy as np
 
 from ._jit import kernel
-from .threads import ADAPTIVE, get_num_threads
+from .threads import get_num_threads, run_threaded
 
 __all__ = ["rope_attend", "rope_attend_ref"]
 
@@ -174,13 +174,11 @@ def rope_attend(qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool, r
     _rope_store(qkv, cos, sin, neox, rope_dim, kc, vc, start, n_head, n_head_kv, hd)
     out = np.empty((n, n_head * hd), np.float32)
     threads = get_num_threads()
-    # A short context is a few µs of work: a parallel region would cost more than it saves.
-    if threads == 1 or n * n_head * (start + n) * hd < PARALLEL_WORK:
-        _attend_serial(qkv, kc, vc, start, n_head, n_head_kv, hd, out)
-    else:  # behind the busy-core fallback, timed per context length class
-        ADAPTIVE.run(("rope_attend", n_head, hd, n > 1, (start + n).bit_length()),
-                     lambda: _attend_parallel(qkv, kc, vc, start, n_head, n_head_kv, hd, out, threads),
-                     lambda: _attend_serial(qkv, kc, vc, start, n_head, n_head_kv, hd, out))
+    # Timed per context-length class; a short context is a few µs, too little for a parallel region.
+    run_threaded(("rope_attend", n_head, hd, n > 1, (start + n).bit_length()),
+                 lambda *a: _attend_parallel(*a, threads), _attend_serial,
+                 qkv, kc, vc, start, n_head, n_head_kv, hd, out,
+                 worth_it=n * n_head * (start + n) * hd >= PARALLEL_WORK)
     return out
 
 

@@ -13,8 +13,8 @@ import numpy as np
 from . import params as P
 from ._jit import host_features, kernel_isa
 from .dense_decode import BF16, F16, F32, Q6_K, Q6_K_BLOCK, Q6_K_BYTES, Q8_0, Q8_0_BLOCK, Q8_0_BYTES, embed
-from .linear import _mod, _readonly, _sync_threads
-from .threads import ADAPTIVE
+from .linear import _mod, _readonly
+from .threads import get_num_threads, run_threaded
 from .tune import SEEN_SHAPES, ensure_loaded
 
 __all__ = ["DenseWeight", "prepare_dense", "embed_rows", "dense_linear", "DENSE_TYPES"]
@@ -112,7 +112,7 @@ def dense_linear(w: DenseWeight, x: np.ndarray, out: np.ndarray | None = None) -
         out = np.empty((n, w.M), np.float32)
     elif out.shape != (n, w.M) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32[{n}, {w.M}] array")
-    threads = _sync_threads()
+    threads = get_num_threads()
     kind = P.n_kind(n)
     prm = P.lookup(w.quant, w.M, w.K, kind, threads)
     chunks = P.chunks_for(prm, threads)
@@ -137,5 +137,5 @@ def dense_linear(w: DenseWeight, x: np.ndarray, out: np.ndarray | None = None) -
 
         def parallel() -> None:
             DP.linear_par(w.data, w.ggml_type, x, out, chunks, tok_block)
-    serial() if threads == 1 else ADAPTIVE.run(key, parallel, serial)
+    run_threaded(key, parallel, serial)
     return out

@@ -7,16 +7,14 @@ memory map, no load-time cost); elsewhere the rows are repacked once into the po
 from __future__ import annotations
 
 import importlib
-import threading
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
 from . import params as P
 from ._jit import has_avx2, kernel_isa
 from .reference import I2S_BLOCK, i2s_nbytes
-from .threads import ADAPTIVE, get_num_threads
+from .threads import get_num_threads, run_threaded
 from .tune import SEEN_SHAPES, ensure_loaded
 
 __all__ = ["TernaryWeight", "prepare_i2s", "ternary_linear", "stack_ternary"]
@@ -110,19 +108,6 @@ def stack_ternary(weights: list[TernaryWeight]) -> TernaryWeight:
     return TernaryWeight(M, K, weights[0].scale, _readonly(row_scale), _readonly(data), isa, parts=parts)
 
 
-_synced: dict[int, int] = {}  # Python thread id -> thread count already given to Numba there
-
-
-def _sync_threads() -> int:
-    """The kernels' thread count, made Numba's count in the calling thread (Numba's is per thread)."""
-    threads = get_num_threads()
-    if threads > 1 and _synced.get(threading.get_ident()) != threads:
-        if numba.get_num_threads() != threads:
-            numba.set_num_threads(threads)
-        _synced[threading.get_ident()] = threads
-    return threads
-
-
 _kernels: dict[str, object] = {}
 
 
@@ -155,15 +140,12 @@ def ternary_linear(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarr
         q = np.ascontiguousarray(q)
     if s.dtype != np.float32 or not s.flags.c_contiguous:
         s = np.ascontiguousarray(s, dtype=np.float32)
-    threads = _sync_threads()
+    threads = get_num_threads()
     kind = P.n_kind(n)
     plan = w._plans.get((kind, threads))
     if plan is None or plan.version != P.version:
         plan = w._plans[(kind, threads)] = _Plan(w, kind, threads)
-    if threads == 1:
-        plan.serial(q, s, out)
-    else:
-        ADAPTIVE.run(plan.key, plan.parallel, plan.serial, q, s, out)
+    run_threaded(plan.key, plan.parallel, plan.serial, q, s, out)
     return out
 
 

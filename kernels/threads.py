@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from typing import Any, Callable, Hashable, Iterator
 
@@ -104,3 +105,27 @@ class Adaptive:
 
 
 ADAPTIVE = Adaptive()
+
+
+_synced: dict[int, int] = {}  # Python thread id -> thread count already given to Numba there
+
+
+def sync_threads() -> int:
+    """The kernels' thread count, made Numba's count in the calling thread (Numba's is per thread)."""
+    threads = get_num_threads()
+    if threads > 1 and _synced.get(threading.get_ident()) != threads:
+        if numba.get_num_threads() != threads:
+            numba.set_num_threads(threads)
+        _synced[threading.get_ident()] = threads
+    return threads
+
+
+def run_threaded(key: Hashable, parallel: Callable[..., None], serial: Callable[..., None], *args: Any,
+                 worth_it: bool = True) -> None:
+    """`serial(*args)` with one thread, or when `worth_it` is false (too little work to pay for a
+    parallel region); otherwise `parallel(*args)` or `serial(*args)`, whichever `ADAPTIVE` finds
+    faster now for `key`. Every kernel call that may run in parallel goes through here."""
+    if sync_threads() == 1 or not worth_it:
+        serial(*args)
+    else:
+        ADAPTIVE.run(key, parallel, serial, *args)

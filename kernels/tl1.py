@@ -13,6 +13,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel
+from .threads import run_threaded
 from .tl_common import (
     TileConfig,
     check_tile_config,
@@ -216,8 +217,8 @@ def _run(w: TL1Weight, q: np.ndarray, out_i: np.ndarray, out_f: np.ndarray, s: n
         lut = simd.build_lut_tl1(q, c.bm == 32) if tables is None else tables
         if lut.shape != ((q.shape[0], w.K // 8, 128) if c.bm == 32 else (q.shape[0], w.K // 2, 32)):
             raise ValueError(f"TL1 tables of shape {lut.shape} do not fit this {w.M}x{w.K} weight")
-        simd.run_threaded(("tl1", w.M, w.K, q.shape[0] > 1), simd.tl1_avx2, simd.tl1_avx2_serial,
-                     (w.data, lut, w.M, w.K, c.BM, c.BK, c.bm, out_i, out_f, s, w.scale, pf))
+        run_threaded(("tl1", w.M, w.K, q.shape[0] > 1), simd.tl1_avx2, simd.tl1_avx2_serial,
+                     w.data, lut, w.M, w.K, c.BM, c.BK, c.bm, out_i, out_f, s, w.scale, pf)
     else:
         qsum = q.sum(axis=1, dtype=np.int32)  # [n]
         _tl1_portable(w.data, q, qsum, w.M, w.K, c.BM, c.BK, c.bm, out_i, out_f, s, w.scale)

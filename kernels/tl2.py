@@ -13,6 +13,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel
+from .threads import run_threaded
 from .tl_common import (
     TL2_TWO_BK,
     TileConfig,
@@ -282,8 +283,8 @@ def _run(w: TL2Weight, q: np.ndarray, out_i: np.ndarray, out_f: np.ndarray, s: n
         lut = simd.build_lut_tl2(q, three_k) if tables is None else tables
         if lut.shape != (q.shape[0], three_k // 3 + two_k // 2, 32):
             raise ValueError(f"TL2 tables of shape {lut.shape} do not fit this {w.M}x{w.K} weight")
-        simd.run_threaded(("tl2", w.M, w.K, q.shape[0] > 1), simd.tl2_avx2, simd.tl2_avx2_serial,
-                     (w.data, lut, w.M, w.K, c.BM, c.BK, out_i, out_f, s, w.scale, pf))
+        run_threaded(("tl2", w.M, w.K, q.shape[0] > 1), simd.tl2_avx2, simd.tl2_avx2_serial,
+                     w.data, lut, w.M, w.K, c.BM, c.BK, out_i, out_f, s, w.scale, pf)
     else:
         qsum2 = q[:, three_k:].sum(axis=1, dtype=np.int32)  # offset of the two part's 0..2 digits
         _tl2_portable(w.data, q, qsum2, w.M, w.K, c.BM, c.BK, out_i, out_f, s, w.scale)
@@ -368,7 +369,7 @@ def tl2_linear_stack(st: TL2Stack, q: np.ndarray, s: np.ndarray, *, pf: int = 20
         raise ValueError(f"TL2 tables of shape {lut.shape} do not fit this stack (K={st.K}, BK={st.BK})")
     y = np.empty((q.shape[0], st.M), dtype=np.float32)
     args = (st.data, st.offsets, st.Ms, st.BMs, st.row0s, st.tiles, lut, st.K, st.BK, y, s, st.scales, pf)
-    simd.run_threaded(("tl2-stack", st.M, st.K, q.shape[0] > 1), simd.tl2_avx2_stack, simd.tl2_avx2_stack_serial, args)
+    run_threaded(("tl2-stack", st.M, st.K, q.shape[0] > 1), simd.tl2_avx2_stack, simd.tl2_avx2_stack_serial, *args)
     return y
 
 

@@ -42,7 +42,7 @@ from .simd import (
 )
 
 __all__ = ["build_lut_tl1", "build_lut_tl2", "tl1_avx2", "tl1_avx2_serial", "tl2_avx2", "tl2_avx2_serial", "tl2_avx2_stack",
-           "tl2_avx2_stack_serial", "run_threaded"]
+           "tl2_avx2_stack_serial"]
 
 _I8 = ir.IntType(8)
 
@@ -456,19 +456,3 @@ def tl1_avx2_serial(wb, lut, M, K, BM, BK, bm, out_i, out_f, s, scale, pf):  # n
         cbuf[:] = 0
         _tl1_tile(wb, lut, a, M, K, BM, BK, bm, cbuf, pf)
         emit_rows(cbuf, a, out_i, out_f, s, scale)
-
-
-def run_threaded(key: tuple, parallel_fn, serial_fn, args: tuple) -> None:  # noqa: ANN001
-    """Run a kernel with the package's thread count: serially for one thread, else the parallel
-    variant, or the serial one while `threads.ADAPTIVE` finds it faster (busy cores)."""
-    import numba
-
-    from .threads import ADAPTIVE, get_num_threads
-
-    threads = get_num_threads()
-    if threads == 1:
-        serial_fn(*args)
-        return
-    if numba.get_num_threads() != threads:
-        numba.set_num_threads(threads)  # Numba's count is per calling thread
-    ADAPTIVE.run(key, lambda: parallel_fn(*args), lambda: serial_fn(*args))
