@@ -36,10 +36,14 @@ class Weights:
     output: object  # DenseWeight; the embedding itself when the head is tied
 
 
-def rope_tables(config: ModelConfig, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """cos/sin [n, rope_dim/2] for the given absolute positions."""
+def rope_frequencies(config: ModelConfig) -> np.ndarray:
+    """The rotary inverse frequencies theta^(-2i/d), f32[rope_dim/2]."""
     d = config.rope_dim
-    inv_freq = (1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))).astype(np.float32)
+    return (1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))).astype(np.float32)
+
+
+def rope_tables(inv_freq: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cos/sin [n, rope_dim/2] for the given absolute positions."""
     angles = positions.astype(np.float32)[:, None] * inv_freq[None, :]
     return np.cos(angles), np.sin(angles)
 
@@ -50,13 +54,14 @@ class Transformer:
     def __init__(self, config: ModelConfig, weights: Weights) -> None:
         self.config = config
         self.weights = weights
+        self.inv_freq = rope_frequencies(config)
 
     def __call__(self, tokens: list[int], cache: KVCache, last_only: bool = True) -> np.ndarray:
         """Run `tokens` at `cache.offset`, appending their keys/values; returns logits [n or 1, vocab]."""
         cfg, w = self.config, self.weights
         start = cache.offset
         positions = np.arange(start, start + len(tokens))
-        cos, sin = rope_tables(cfg, positions)
+        cos, sin = rope_tables(self.inv_freq, positions)
         x = K.embed_rows(w.token_embd, np.asarray(tokens, dtype=np.int64))  # x: [n, n_embd]
         for i, layer in enumerate(w.layers):
             x = x + self._attention_block(i, layer, x, cache, start, cos, sin)
