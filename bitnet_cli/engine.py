@@ -106,7 +106,6 @@ def load(path: str | Path, *, n_ctx: int = 0, threads: int | None = None) -> Mod
 def _populate_list(mf) -> list[str]:  # noqa: ANN001
     """Tensors the loader reads straight from the map: I2_S projections (in place, or copied
     once when stacked), dense and norm tensors. Other types are repacked, so not worth mapping."""
-    from bitnet_cli.modelfile import GGMLType
+    from bitnet_cli.modelfile import DENSE_TYPES, GGMLType
 
-    direct = (GGMLType.I2_S, GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q8_0, GGMLType.Q6_K)
-    return [n for n, r in mf.tensors.items() if r.ggml_type in direct]
+    return [n for n, r in mf.tensors.items() if r.ggml_type == GGMLType.I2_S or r.ggml_type in DENSE_TYPES]

@@ -9,10 +9,7 @@ import bitnet_kernels as K
 from bitnet_cli.config import ModelConfig
 from bitnet_cli.errors import ModelFormatError, UnsupportedModelError
 from bitnet_cli.model import Layer, Weights
-from bitnet_cli.modelfile import GGMLType, ModelFile, TensorRecord
-
-FLOAT_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
-DENSE_TYPES = FLOAT_TYPES + (GGMLType.Q8_0, GGMLType.Q6_K)
+from bitnet_cli.modelfile import DENSE_TYPES, FLOAT_TYPES, GGMLType, ModelFile, TensorRecord
 
 
 def _tensor(mf: ModelFile, name: str, required: bool = True) -> TensorRecord | None:

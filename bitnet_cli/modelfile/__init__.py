@@ -5,7 +5,9 @@ from gguf.constants import GGUFValueType
 
 from bitnet_cli.modelfile.reader import BITNET_ARCHS, ModelFile, TensorRecord, open_model_file
 from bitnet_cli.modelfile.types import (
+    DENSE_TYPES,
     FILE_TYPE_OF,
+    FLOAT_TYPES,
     TERNARY_TYPES,
     FileType,
     GGMLType,
@@ -18,7 +20,9 @@ from bitnet_cli.modelfile.writer import ProgressFn, TensorSpec, gguf_value, writ
 
 __all__ = [
     "BITNET_ARCHS",
+    "DENSE_TYPES",
     "FILE_TYPE_OF",
+    "FLOAT_TYPES",
     "TERNARY_TYPES",
     "FileType",
     "GGMLType",

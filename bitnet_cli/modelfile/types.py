@@ -92,6 +92,8 @@ FILE_TYPE_OF: dict[GGMLType, FileType] = {
 }
 
 TERNARY_TYPES = frozenset({GGMLType.I2_S, GGMLType.TL1, GGMLType.TL2, GGMLType.TQ1_0, GGMLType.TQ2_0})
+FLOAT_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
+DENSE_TYPES = FLOAT_TYPES + (GGMLType.Q8_0, GGMLType.Q6_K)  # what the embedding / LM head may be
 
 # (values per block, bytes per block) for the block types; the fork types are computed below.
 _BLOCK_SIZES: dict[GGMLType, tuple[int, int]] = {
