@@ -104,8 +104,8 @@ def load(path: str | Path, *, n_ctx: int = 0, threads: int | None = None) -> Mod
 
 
 def _populate_list(mf) -> list[str]:  # noqa: ANN001
-    """Tensors the loader reads straight from the map: I2_S projections (in place, or copied
-    once when stacked), dense and norm tensors. Other types are repacked, so not worth mapping."""
+    """Tensors the loader reads straight from the map: I2_S projections (copied once into the
+    kernels' layout), dense and norm tensors. Other types are repacked, so not worth mapping."""
     from bitnet_cli.modelfile import DENSE_TYPES, GGMLType
 
     return [n for n, r in mf.tensors.items() if r.ggml_type == GGMLType.I2_S or r.ggml_type in DENSE_TYPES]

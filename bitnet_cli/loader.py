@@ -59,16 +59,17 @@ def ternary_codes(mf: ModelFile, rec: TensorRecord) -> tuple[np.ndarray, np.floa
 def _ternary(mf: ModelFile, rec: TensorRecord, allow_tl2: bool = True) -> object:
     """Prepare a projection for the ternary kernels, whatever its stored type."""
     M, Kdim = rec.shape
-    if rec.ggml_type == GGMLType.I2_S:
-        return K.prepare_i2s(rec.data, M, Kdim)  # zero-copy on AVX2
     if rec.ggml_type == GGMLType.TL2 and allow_tl2:
         from bitnet_kernels.tl_common import prepare_tl, resolve_isa
 
         if resolve_isa(None) == "avx2":
             # TL2 reads 1.67 bits per weight: its LUT kernel beats I2_S for decode on AVX2 CPUs.
             return prepare_tl(rec.data, int(rec.ggml_type), M, Kdim)
-    w = K.prepare_i2s(K.pack_i2s(*ternary_codes(mf, rec)), M, Kdim)
-    mf.release(rec.name)  # repacked once: the mapped original need not stay resident
+    if rec.ggml_type == GGMLType.I2_S:
+        w = K.prepare_i2s(rec.data, M, Kdim)
+    else:
+        w = K.prepare_i2s(K.pack_i2s(*ternary_codes(mf, rec)), M, Kdim)
+    mf.release(rec.name)  # copied into the kernels' layout: the mapped original need not stay resident
     return w
 
 

@@ -25,6 +25,7 @@ def ensure_llvm_options() -> None:
     if not _options_set:
         for opt in _LLVM_OPTIONS:
             llb.set_option("", opt)
+        llb.initialize_native_asmparser()  # `simd.maddubs_at` is inline assembly
         _options_set = True
 
 

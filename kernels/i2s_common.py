@@ -1,7 +1,8 @@
-"""Small kernels shared by the AVX2 and portable I2_S paths."""
+"""Small kernels shared by the AVX2 and portable I2_S paths, and the AVX2 runtime layout."""
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
 from ._jit import kernel
 
@@ -17,3 +18,40 @@ def row_sums(X):  # noqa: ANN001, ANN201
             acc = np.int32(acc + np.int32(X[i, k]))
         out[i] = acc
     return out
+
+
+# ---- the AVX2 runtime layout: rows interleaved by 4 at 32-byte blocks -------------------------
+
+
+@kernel(parallel=True)
+def _interleave4(src, dst, groups, kb, forward):  # noqa: ANN001, ANN202
+    nblk = kb // 32
+    for g in prange(groups):
+        base = g * kb // 2  # in 8-byte words: 4 rows of kb bytes
+        for i in range(4):
+            for b in range(nblk):
+                f = base + (i * kb + b * 32) // 8  # word of row i, block b in the file's order
+                t = base + (b * 128 + i * 32) // 8  # ... and side by side
+                if forward:
+                    for k in range(4):
+                        dst[t + k] = src[f + k]
+                else:
+                    for k in range(4):
+                        dst[f + k] = src[t + k]
+
+
+def interleave4(codes: np.ndarray, M: int, K: int, *, inverse: bool = False) -> np.ndarray:
+    """The AVX2 runtime layout of M*K/4 canonical I2_S bytes (or back, with `inverse`).
+
+    Rows go in groups of 4 whose 32-byte blocks lie side by side: row 4g + i, block b is at byte
+    (4g * K/4) + 128 b + 32 i. The M % 4 last rows keep the file's order after the groups.
+    Returns a new uint8 array.
+    """
+    n = M * K // 4
+    src = np.ascontiguousarray(codes[:n])
+    dst = np.empty(n, np.uint8)
+    m4 = M // 4 * 4
+    if m4:
+        _interleave4(src.view(np.uint64)[: m4 * K // 32], dst.view(np.uint64), m4 // 4, K // 4, not inverse)
+    dst[m4 * K // 4 :] = src[m4 * K // 4 :]
+    return dst

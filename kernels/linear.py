@@ -1,7 +1,8 @@
 """Ternary (I2_S) linear layers: runtime layout, kernel selection, and the public calls.
 
-On AVX2 CPUs the runtime layout *is* the file's canonical I2_S bytes (a zero-copy view of the
-memory map, no load-time cost); elsewhere the rows are repacked once into the portable w16 layout.
+On AVX2 CPUs the runtime layout is the file's I2_S bytes with rows interleaved by 4
+(`i2s_common.interleave4`: the GEMV then reads one sequential stream), copied once at load;
+elsewhere the rows are repacked once into the portable w16 layout.
 `BITNET_KERNELS=portable` forces the portable kernels (the tests run both).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from . import params as P
 from ._jit import has_avx2, kernel_isa
+from .i2s_common import interleave4
 from .reference import I2S_BLOCK, i2s_nbytes
 from .threads import get_num_threads, run_threaded
 from .tune import SEEN_SHAPES, ensure_loaded
@@ -28,7 +30,7 @@ class TernaryWeight:
         M, K: output and input size (numpy order, weight is [M, K]).
         scale: the per-tensor scale (of the first part when stacked).
         row_scale: f32[M] scale of each output row (stacking keeps each part's scale).
-        data: AVX2: uint8[M*K/4] canonical I2_S bytes; portable: uint16[M, K/8] w16 words.
+        data: AVX2: uint8[M*K/4] I2_S bytes, rows interleaved by 4; portable: uint16[M, K/8] w16 words.
         isa: "avx2" or "portable".
         quant: parameter-table key, "i2_s".
     """
@@ -77,7 +79,7 @@ def prepare_i2s(raw: np.ndarray, M: int, K: int, *, isa: str | None = None) -> T
         raise ValueError("prepare_i2s: this CPU has no AVX2; use isa='portable'")
     ensure_loaded()
     if isa == "avx2":
-        data = _readonly(raw[:n])
+        data = _readonly(interleave4(raw, M, K))
     else:
         from .i2s_portable import repack_w16
 
@@ -100,7 +102,11 @@ def stack_ternary(weights: list[TernaryWeight]) -> TernaryWeight:
     K, isa = weights[0].K, weights[0].isa
     if any(w.K != K or w.isa != isa for w in weights):
         raise ValueError("stack_ternary: all parts need the same K and layout")
-    data = np.concatenate([np.asarray(w.data) for w in weights], axis=0)
+    if isa == "avx2" and any(w.M % 4 for w in weights[:-1]):  # a part would split a 4-row group
+        M = sum(w.M for w in weights)
+        data = interleave4(np.concatenate([interleave4(w.data, w.M, K, inverse=True) for w in weights]), M, K)
+    else:
+        data = np.concatenate([np.asarray(w.data) for w in weights], axis=0)
     row_scale = np.concatenate([w.row_scale for w in weights])
     M = sum(w.M for w in weights)
     parts = tuple(p for w in weights for p in w.parts)

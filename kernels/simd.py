@@ -8,6 +8,8 @@ dtype and a **byte** offset; nothing is bounds-checked.
 
 Names follow the instruction they become: `maddubs` (vpmaddubsw), `madd` (vpmaddwd),
 `shuffle_bytes` (vpshufb), `sign8`/`sign16` (vpsignb/w), `prefetch` (prefetcht0).
+`maddubs_at` is vpmaddubsw with its signed operand read from memory, written as inline assembly
+so that LLVM can neither hoist the load into a register nor share it between rows.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ __all__ = [
     "load_v32i8", "load_v16i16", "load_v8i32", "load_bcast128", "store_v8i32", "store_v16i16",
     "store_v32i8", "prefetch", "zero_v32i8", "zero_v16i16", "zero_v8i32", "splat_v32i8",
     "splat_v16i16", "vadd", "vsub", "vand", "vor", "vxor", "srl16", "sll16", "srl_bytes", "sra32",
-    "maddubs", "madd", "shuffle_bytes", "sign8", "sign16", "unpacklo8", "unpackhi8",
+    "maddubs", "maddubs_at", "madd", "shuffle_bytes", "sign8", "sign16", "unpacklo8", "unpackhi8",
     "widen_lo16", "hsum_v8i32", "lane_v8i32", "lane_v16i16", "as_v32i8", "as_v16i16", "as_v8i32",
 ]
 
@@ -264,6 +266,26 @@ madd = _make_x86("llvm.x86.avx2.pmadd.wd", v8i32, v16i16, v16i16)  # s16 x s16 p
 shuffle_bytes = _make_x86("llvm.x86.avx2.pshuf.b", v32i8, v32i8, v32i8)  # per-128-bit-lane table lookup
 sign8 = _make_x86("llvm.x86.avx2.psign.b", v32i8, v32i8, v32i8)  # a * sign(b) per byte
 sign16 = _make_x86("llvm.x86.avx2.psign.w", v16i16, v16i16, v16i16)
+
+
+@intrinsic
+def maddubs_at(typingctx, a, arr, off, disp):  # noqa: ANN001, ANN202
+    """vpmaddubsw of u8 `a` with the 32 s8 bytes at byte `off + disp` of `arr` (`disp` a literal).
+
+    One instruction with a memory operand, the same as `maddubs(a, load_v32i8(arr, off + disp))`
+    but opaque to LLVM: a kernel that runs several weight rows against one activation vector
+    otherwise keeps the shared activation loads in registers and runs out of them (spills).
+    """
+    if a != v32i8 or not isinstance(arr, types.Array) or not isinstance(disp, types.IntegerLiteral):
+        return None
+    d = int(disp.literal_value)
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        p = _byte_ptr(context, builder, sig.args[1], args[1], args[2])
+        fnty = ir.FunctionType(_llty(v16i16), [_llty(v32i8), p.type])
+        return builder.asm(fnty, f"vpmaddubsw {d}($2), $1, $0", "=x,x,r", [args[0], p], side_effect=False)
+
+    return v16i16(a, arr, off, disp), codegen
 
 
 def _make_unpack(high: bool):  # noqa: ANN202

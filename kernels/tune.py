@@ -3,7 +3,8 @@
 `tune(shapes, threads, quant)` times every allowed parameter set per (M, K, one/many tokens) on
 random weights rotated through more memory than the L3 holds (decode reads weights from DRAM),
 keeps the fastest (best pass), and writes them to `<user cache>/kernels-tuned.json` under a key made of the CPU
-model, its ISA flags, the Numba version, the kernel family, quant type, shape and thread count.
+model, its ISA flags, the Numba version, the kernel family and sources, quant type, shape and
+thread count.
 `load_tuned()` reads the entries for this machine (kernels call it once on first use);
 `load_tuned(use_pretuned=True)` reads the presets shipped in `presets/` instead.
 """
@@ -21,7 +22,7 @@ import numba
 import numpy as np
 
 from . import params as P
-from ._jit import host_cpu_name, host_features, kernel_isa, user_cache_dir
+from ._jit import host_cpu_name, host_features, kernel_isa, numba_cache_dir, user_cache_dir
 from .reference import pack_i2s
 
 __all__ = ["tune", "load_tuned", "warmup", "cache_path", "host_key", "candidates"]
@@ -49,10 +50,11 @@ def _cpu_model() -> str:
 
 
 def host_key() -> str:
-    """CPU model + LLVM CPU name + ISA flags + Numba version + kernel family."""
+    """CPU model + LLVM CPU name + ISA flags + Numba version + kernel family + kernel sources
+    (parameters tuned for an earlier version of the kernels are not applied to a later one)."""
     f = host_features()
     flags = "+".join(k for k in _ISA_FLAGS if f.get(k))
-    return f"{_cpu_model()}|{host_cpu_name()}|{flags}|numba-{numba.__version__}|{kernel_isa()}"
+    return f"{_cpu_model()}|{host_cpu_name()}|{flags}|numba-{numba.__version__}|{kernel_isa()}|{numba_cache_dir().name}"
 
 
 def _entry_key(quant: str, M: int, K: int, kind: str, threads: int) -> str:
@@ -67,7 +69,7 @@ def candidates(quant: str, kind: str, threads: int) -> list[dict[str, Any]]:
             return [{"pf": pf, "chunks": c} for pf in (0, 4096, 16384) for c in chunk_opts]
         return [{"tok_block": tb, "chunks": c} for tb in (16, 64) for c in chunk_opts[:2]]
     if kind == "gemv":
-        return [{"pf": pf, "chunks": c} for pf in (2048, 4096, 8192) for c in chunk_opts]
+        return [{"pf": pf, "chunks": c} for pf in (2048, 3072, 4096) for c in chunk_opts]
     if kernel_isa() != "avx2":
         return [{"chunks": c} for c in chunk_opts]
     from .i2s_gemm_avx2 import GEMM_KERNELS

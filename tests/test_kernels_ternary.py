@@ -23,6 +23,7 @@ from bitnet_kernels import (
 )
 from bitnet_kernels import params as P
 from bitnet_kernels._jit import has_avx2, kernel_isa
+from bitnet_kernels.i2s_common import interleave4
 
 ISAS = ["portable"] + (["avx2"] if has_avx2() else [])
 SHAPES = [(1, 128), (37, 384), (130, 256), (5, 2304)]  # M odd, not a multiple of tiles; K % 128 == 0
@@ -89,9 +90,37 @@ def test_gemv_prefetch_and_chunks(rng, isa: str) -> None:
     P.clear()
 
 
+@pytest.mark.skipif(not has_avx2(), reason="the AVX2 GEMV needs AVX2")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemv_extreme_activations_cross_the_int16_window(rng, threads: int) -> None:
+    M, K = 23, 2176  # 5 groups of 4 rows and 3 rows after them; 17 blocks: two 8-block windows and 1
+    t, scale, q, s = _case(rng, M, K, 1)
+    t[:4] = 1  # all codes 2: the largest int16 sums (a 9-block window would overflow)
+    t[4:8] = np.where(rng.random((4, K)) < 0.5, -1, 1)
+    for x in (-128, 127):
+        q[:, :] = x
+        set_num_threads(threads)
+        w = prepare_i2s(pack_i2s(t, scale), M, K, isa="avx2")
+        assert np.array_equal(ternary_linear(w, q, s), ternary_linear_ref(t, scale, q, s))
+
+
+@pytest.mark.parametrize("M", [1, 8, 11])
+def test_interleave4_layout(M: int) -> None:
+    K = 256
+    codes = np.arange(M * K // 4, dtype=np.uint32).astype(np.uint8)
+    out = interleave4(codes, M, K)
+    kb = K // 4
+    for r in range(M):
+        for b in range(K // 128):
+            at = (r - r % 4) * kb + b * 128 + r % 4 * 32 if r < M // 4 * 4 else r * kb + b * 32
+            assert np.array_equal(out[at : at + 32], codes[r * kb + b * 32 : r * kb + b * 32 + 32])
+    assert np.array_equal(interleave4(out, M, K, inverse=True), codes)
+
+
 @pytest.mark.parametrize("isa", ISAS)
-def test_stack_ternary_keeps_each_scale(rng, isa: str) -> None:
-    parts = [_case(rng, M, 256, 2) for M in (5, 3, 8)]
+@pytest.mark.parametrize("rows", [(5, 3, 8), (8, 4, 6)])  # parts that split 4-row groups, and not
+def test_stack_ternary_keeps_each_scale(rng, isa: str, rows: tuple[int, ...]) -> None:
+    parts = [_case(rng, M, 256, 2) for M in rows]
     q, s = parts[0][2], parts[0][3]
     ws = [prepare_i2s(pack_i2s(t, sc), t.shape[0], 256, isa=isa) for t, sc, _, _ in parts]
     y = ternary_linear(stack_ternary(ws), q, s)
