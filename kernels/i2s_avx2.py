@@ -134,17 +134,19 @@ def _gemv_rows(W, K, x, xsum, s, scale, y, r0, r1, pf):  # noqa: ANN001, ANN202
 
 
 @kernel(parallel=True)
-def gemv_par(W, K, x, s, scale, y, nchunks, pf):  # noqa: ANN001, ANN201
-    """y[M] for one token x[K], rows split into `nchunks` contiguous chunks in one parallel region."""
+def gemv_par(W, K, q, s, scale, y, nchunks, pf):  # noqa: ANN001, ANN201
+    """y[0, :M] for one token q[0, :K] (scale s[0]), rows split into `nchunks` contiguous chunks
+    in one parallel region. The token's arrays are passed whole: views made in Python cost more
+    than the kernel on a small matrix."""
     M = scale.shape[0]
-    xsum = row_sums(x.reshape(1, K))[0]
+    x = q[0]
+    xsum = row_sums(q)[0]
     per = ((M + nchunks - 1) // nchunks + 3) // 4 * 4  # whole 4-row groups per chunk
     for c in prange(nchunks):
         r0 = min(M, c * per)
-        _gemv_rows(W, K, x, xsum, s, scale, y, r0, min(M, r0 + per), pf)
+        _gemv_rows(W, K, x, xsum, s[0], scale, y[0], r0, min(M, r0 + per), pf)
 
 
 @kernel()
-def gemv_serial(W, K, x, s, scale, y, pf):  # noqa: ANN001, ANN201
-    xsum = row_sums(x.reshape(1, K))[0]
-    _gemv_rows(W, K, x, xsum, s, scale, y, 0, scale.shape[0], pf)
+def gemv_serial(W, K, q, s, scale, y, pf):  # noqa: ANN001, ANN201
+    _gemv_rows(W, K, q[0], row_sums(q)[0], s[0], scale, y[0], 0, scale.shape[0], pf)

@@ -171,8 +171,8 @@ class _Plan:
             self.parallel = lambda q, s, out: W16.linear_w16_par(data, q, s, rs, out, chunks)
         elif kind == "gemv":
             A, pf = _mod("i2s_avx2"), prm["pf"]
-            self.serial = lambda q, s, out: A.gemv_serial(data, K, q[0], s[0], rs, out[0], pf)
-            self.parallel = lambda q, s, out: A.gemv_par(data, K, q[0], s[0], rs, out[0], chunks, pf)
+            self.serial = lambda q, s, out: A.gemv_serial(data, K, q, s, rs, out, pf)
+            self.parallel = lambda q, s, out: A.gemv_par(data, K, q, s, rs, out, chunks, pf)
         else:
             par, ser = _mod("i2s_gemm_avx2").GEMM_KERNELS[prm["block"]]
             tb = prm["tok_block"]
