@@ -69,7 +69,7 @@ def candidates(quant: str, kind: str, threads: int) -> list[dict[str, Any]]:
             return [{"pf": pf, "chunks": c} for pf in (0, 4096, 16384) for c in chunk_opts]
         return [{"tok_block": tb, "chunks": c} for tb in (16, 64) for c in chunk_opts[:2]]
     if kind == "gemv":
-        return [{"pf": pf, "chunks": c} for pf in (2048, 3072, 4096) for c in chunk_opts]
+        return [{"pf": pf, "chunks": c} for pf in (2048, 4096, 8192) for c in chunk_opts]
     if kernel_isa() != "avx2":
         return [{"chunks": c} for c in chunk_opts]
     from .i2s_gemm_avx2 import GEMM_KERNELS
@@ -95,7 +95,7 @@ def _i2s_setup(M: int, K: int, n: int, rng: np.random.Generator) -> tuple[Callab
     from .linear import prepare_i2s, ternary_linear
 
     raw = pack_i2s(rng.integers(-1, 2, size=(M, K), dtype=np.int8), 0.5)
-    copies = max(1, min(64, _ROTATE_BYTES // raw.nbytes + 1)) if n == 1 else 1
+    copies = max(1, min(1024, _ROTATE_BYTES // raw.nbytes + 1)) if n == 1 else 1
     ws = [prepare_i2s(raw.copy(), M, K) for _ in range(copies)]
     q, s = quantize_activations(rng.standard_normal((n, K)).astype(np.float32))
     out = np.empty((n, M), np.float32)
