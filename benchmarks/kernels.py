@@ -31,11 +31,14 @@ SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]
 Runner = Callable[[int], None]
 
 
-def _i2s(isa: str) -> Callable[[np.ndarray, int, int, np.ndarray, np.ndarray, int], tuple[Runner, int]]:
+def _i2s(isa: str, direct: bool = False) -> Callable[[np.ndarray, int, int, np.ndarray, np.ndarray, int], tuple[Runner, int]]:
     def build(t: np.ndarray, M: int, K: int, q: np.ndarray, s: np.ndarray, copies: int) -> tuple[Runner, int]:
         raw = bk.pack_i2s(t, 0.5)
         ws = [bk.prepare_i2s(raw.copy(), M, K, isa=isa) for _ in range(copies)]
         out = np.empty((q.shape[0], M), np.float32)
+        if direct:  # the same kernel and parameters, without ternary_linear's Python around it
+            calls = [bk.linear.kernel_call(w, q.shape[0]) for w in ws]
+            return (lambda i: calls[i](q, s, out)), ws[0].nbytes
         return (lambda i: bk.ternary_linear(ws[i], q, s, out)), ws[0].nbytes
 
     return build
@@ -73,7 +76,7 @@ def _head(gtype: int) -> Callable[..., tuple[Runner, int]]:
 
 
 def kernel_table() -> dict[str, Callable[..., tuple[Runner, int]]]:
-    table = {"i2s": _i2s(kernel_isa())}
+    table = {"i2s": _i2s(kernel_isa()), "i2s-direct": _i2s(kernel_isa(), direct=True)}
     if kernel_isa() == "avx2":
         table["i2s-portable"] = _i2s("portable")
     for kind in ("tl1", "tl2"):
@@ -174,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-t", "--threads", default=f"1,{os.cpu_count() or 1}", help="comma list (default 1,<cores>)")
     ap.add_argument("-n", "--tokens", default="1,128", help="comma list of N (default 1,128)")
-    ap.add_argument("--kernels", default="i2s,i2s-portable,tl1,tl2",
-                    help="comma list; also head-f16, head-bf16, head-q8_0, head-q6_k (128256x2560, N=1)")
+    ap.add_argument("--kernels", default="i2s,i2s-direct,i2s-portable,tl1,tl2",
+                    help="comma list (i2s-direct: the i2s kernel called without ternary_linear's checks "
+                         "and thread dispatch); also head-f16, head-bf16, head-q8_0, head-q6_k (128256x2560, N=1)")
     ap.add_argument("--rotate-mib", type=int, default=256, help="weight copies per N=1 pass (MiB; > L3)")
     ap.add_argument("--passes", type=int, default=7)
     ap.add_argument("-o", "--output", choices=["table", "json"], default="table")

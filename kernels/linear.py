@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -153,6 +154,15 @@ def ternary_linear(w: TernaryWeight, q: np.ndarray, s: np.ndarray, out: np.ndarr
         plan = w._plans[(kind, threads)] = _Plan(w, kind, threads)
     run_threaded(plan.key, plan.parallel, plan.serial, q, s, out)
     return out
+
+
+def kernel_call(w: TernaryWeight, n: int) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
+    """`call(q, s, out)`: the kernel `ternary_linear` runs for `n` tokens at the current thread
+    count, without its argument checks and thread choice. For benchmarks: it shows what the
+    Python around a call costs."""
+    threads = get_num_threads()
+    plan = _Plan(w, P.n_kind(n), threads)
+    return plan.parallel if threads > 1 else plan.serial
 
 
 class _Plan:

@@ -280,3 +280,17 @@ def test_weights_prepared_before_tuning_use_the_new_parameters(rng) -> None:
         assert w._plans[("gemm", threads)].params["tok_block"] == other["tok_block"]
     finally:
         P.remove(M, K)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [1, 5])
+def test_kernel_call_is_what_ternary_linear_runs(rng, isa: str, threads: int, n: int) -> None:
+    from bitnet_kernels.linear import kernel_call
+
+    t, scale, q, s = _case(rng, 37, 384, n)
+    set_num_threads(threads)
+    w = prepare_i2s(pack_i2s(t, scale), 37, 384, isa=isa)
+    out = np.full((n, 37), np.nan, np.float32)
+    kernel_call(w, n)(q, s, out)
+    assert np.array_equal(out, ternary_linear_ref(t, scale, q, s))
