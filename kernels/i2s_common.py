@@ -48,7 +48,8 @@ def interleave4(codes: np.ndarray, M: int, K: int, *, inverse: bool = False) -> 
     Returns a new uint8 array.
     """
     n = M * K // 4
-    src = np.ascontiguousarray(codes[:n])
+    src = np.ascontiguousarray(codes[:n]).view()
+    src.flags.writeable = False  # one Numba specialization for mapped and in-memory bytes alike
     dst = np.empty(n, np.uint8)
     m4 = M // 4 * 4
     if m4:

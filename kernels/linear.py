@@ -103,13 +103,12 @@ def stack_ternary(weights: list[TernaryWeight]) -> TernaryWeight:
     K, isa = weights[0].K, weights[0].isa
     if any(w.K != K or w.isa != isa for w in weights):
         raise ValueError("stack_ternary: all parts need the same K and layout")
+    M = sum(w.M for w in weights)
     if isa == "avx2" and any(w.M % 4 for w in weights[:-1]):  # a part would split a 4-row group
-        M = sum(w.M for w in weights)
         data = interleave4(np.concatenate([interleave4(w.data, w.M, K, inverse=True) for w in weights]), M, K)
     else:
         data = np.concatenate([np.asarray(w.data) for w in weights], axis=0)
     row_scale = np.concatenate([w.row_scale for w in weights])
-    M = sum(w.M for w in weights)
     parts = tuple(p for w in weights for p in w.parts)
     SEEN_SHAPES[("i2_s", M, K)] = None
     return TernaryWeight(M, K, weights[0].scale, _readonly(row_scale), _readonly(data), isa, parts=parts)
