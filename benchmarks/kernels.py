@@ -44,7 +44,7 @@ def _i2s(isa: str, direct: bool = False) -> Callable[[np.ndarray, int, int, np.n
     return build
 
 
-def _tl(kind: str) -> Callable[..., tuple[Runner, int]]:
+def _tl(kind: str, shared_tables: bool = False) -> Callable[..., tuple[Runner, int]]:
     def build(t: np.ndarray, M: int, K: int, q: np.ndarray, s: np.ndarray, copies: int) -> tuple[Runner, int]:
         from bitnet_kernels import tl_common
 
@@ -53,6 +53,9 @@ def _tl(kind: str) -> Callable[..., tuple[Runner, int]]:
         raw = getattr(mod, f"pack_{kind}")(t, 0.5, c.BM, c.BK, c.bm)
         ws = [getattr(mod, f"prepare_{kind}")(raw.copy(), M, K, c.BM, c.BK, c.bm) for _ in range(copies)]
         fn = getattr(mod, f"{kind}_linear")
+        if shared_tables:  # built once per token and shared, as Q/K/V (or gate/up) do in the model
+            tables = mod.tl2_tables(q, K, c.BK)
+            return (lambda i: fn(ws[i], q, s, tables=tables)), int(raw.nbytes)
         return (lambda i: fn(ws[i], q, s)), int(raw.nbytes)
 
     return build
@@ -85,6 +88,8 @@ def kernel_table() -> dict[str, Callable[..., tuple[Runner, int]]]:
             table[kind] = _tl(kind)
         except ImportError:
             pass
+    if "tl2" in table and kernel_isa() == "avx2":
+        table["tl2-shared"] = _tl("tl2", shared_tables=True)
     table.update({name: _head(g) for name, g in HEAD_TYPES.items()})
     return table
 
@@ -179,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", "--tokens", default="1,128", help="comma list of N (default 1,128)")
     ap.add_argument("--kernels", default="i2s,i2s-direct,i2s-portable,tl1,tl2",
                     help="comma list (i2s-direct: the i2s kernel called without ternary_linear's checks "
-                         "and thread dispatch); also head-f16, head-bf16, head-q8_0, head-q6_k (128256x2560, N=1)")
+                         "and thread dispatch; tl2-shared: TL2 with its per-token tables built once, outside "
+                         "the timing); also head-f16, head-bf16, head-q8_0, head-q6_k (128256x2560, N=1)")
     ap.add_argument("--rotate-mib", type=int, default=256, help="weight copies per N=1 pass (MiB; > L3)")
     ap.add_argument("--passes", type=int, default=7)
     ap.add_argument("-o", "--output", choices=["table", "json"], default="table")

@@ -63,7 +63,8 @@ def _ternary(mf: ModelFile, rec: TensorRecord, allow_tl2: bool = True) -> object
         from bitnet_kernels.tl_common import prepare_tl, resolve_isa
 
         if resolve_isa(None) == "avx2":
-            # TL2 reads 1.67 bits per weight: its LUT kernel beats I2_S for decode on AVX2 CPUs.
+            # TL2 reads 1.67 bits per weight: where DRAM is the limit (all cores decoding) its
+            # LUT kernel matches or beats I2_S (docs/formats-tl.md); the file asked for it.
             return prepare_tl(rec.data, int(rec.ggml_type), M, Kdim)
     if rec.ggml_type == GGMLType.I2_S:
         w = K.prepare_i2s(rec.data, M, Kdim)
