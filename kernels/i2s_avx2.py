@@ -1,9 +1,9 @@
 """I2_S GEMV (one token) for AVX2, on the row-interleaved runtime layout (`i2s_common.interleave4`).
 
 Rows go 4 at a time, and their 32-byte blocks lie side by side: one step reads 128 contiguous
-bytes, so DRAM and the hardware prefetcher see one sequential stream (with each row a stream of
-its own, as in the file's order, the same kernel streamed 10-20 % slower). A prefetch `pf` bytes
-ahead keeps DRAM busy while the core computes.
+bytes, so DRAM and the hardware prefetcher see one sequential stream (with one stream per row, in
+the file's order, the same kernel was up to 7 % slower at its best prefetch distance and far more
+sensitive to it). A prefetch `pf` bytes ahead keeps DRAM busy while the core computes.
 
 Per 32-byte block (128 codes, 2 bits each, at bits 6/4/2/0 for activations +0/+32/+64/+96): one
 `vpsrlw 4` and four `vpand` (masks 3 and 12) split it into two code vectors and two 4 x code
