@@ -10,6 +10,7 @@ from bitnet_cli.config import ModelConfig
 from bitnet_cli.errors import ModelFormatError, UnsupportedModelError
 from bitnet_cli.model import Layer, Weights
 from bitnet_cli.modelfile import DENSE_TYPES, FLOAT_TYPES, GGMLType, ModelFile, TensorRecord
+from bitnet_cli.residency import WeightArena
 
 
 def _tensor(mf: ModelFile, name: str, required: bool = True) -> TensorRecord | None:
@@ -56,7 +57,7 @@ def ternary_codes(mf: ModelFile, rec: TensorRecord) -> tuple[np.ndarray, np.floa
     )
 
 
-def _ternary(mf: ModelFile, rec: TensorRecord, allow_tl2: bool = True) -> object:
+def _ternary(mf: ModelFile, rec: TensorRecord, allow_tl2: bool = True, arena: WeightArena | None = None) -> object:
     """Prepare a projection for the ternary kernels, whatever its stored type."""
     M, Kdim = rec.shape
     if rec.ggml_type == GGMLType.TL2 and allow_tl2:
@@ -67,7 +68,7 @@ def _ternary(mf: ModelFile, rec: TensorRecord, allow_tl2: bool = True) -> object
             # LUT kernel matches or beats I2_S (docs/formats-tl.md); the file asked for it.
             return prepare_tl(rec.data, int(rec.ggml_type), M, Kdim)
     if rec.ggml_type == GGMLType.I2_S:
-        w = K.prepare_i2s(rec.data, M, Kdim)
+        w = K.prepare_i2s(rec.data, M, Kdim, out=arena.take(M * Kdim // 4) if arena else None)
     else:
         w = K.prepare_i2s(K.pack_i2s(*ternary_codes(mf, rec)), M, Kdim)
     mf.release(rec.name)  # copied into the kernels' layout: the mapped original need not stay resident
@@ -75,17 +76,32 @@ def _ternary(mf: ModelFile, rec: TensorRecord, allow_tl2: bool = True) -> object
 
 
 def _linear(mf: ModelFile, names: list[str], out_features: list[int], in_features: int,
-            allow_tl2: bool = True) -> object:
+            allow_tl2: bool = True, arena: WeightArena | None = None) -> object:
     """One ternary weight holding the named projections' rows, in order."""
-    parts = []
+    recs = []
     for name, rows in zip(names, out_features):
         rec = _tensor(mf, f"{name}.weight")
         if tuple(rec.shape) != (rows, in_features):
             raise ModelFormatError(f"tensor '{rec.name}' has shape {tuple(rec.shape)}; expected {(rows, in_features)}")
-        scale_rec = mf.tensors.get(f"{name}.scale")
-        w = _ternary(mf, rec, allow_tl2 and scale_rec is None)
-        if scale_rec is not None:  # the `bitnet` arch's optional per-matrix output multiplier
-            extra = float_array(mf, scale_rec).reshape(-1)[0]
+        recs.append(rec)
+    # the `bitnet` arch's optional per-matrix output multipliers
+    extras = [float_array(mf, r).reshape(-1)[0] if (r := mf.tensors.get(f"{n}.scale")) is not None else None
+              for n in names]
+    if len(recs) > 1 and all(r.ggml_type == GGMLType.I2_S for r in recs):
+        # copied once, each part straight to its place in the stacked layout
+        size = sum(out_features) * in_features // 4
+        w = K.prepare_i2s_stacked([r.data for r in recs], out_features, in_features,
+                                  out=arena.take(size) if arena else None)
+        for r in recs:
+            mf.release(r.name)
+        if any(e is not None for e in extras):
+            mult = np.concatenate([np.full(m, 1.0 if e is None else e, np.float32) for m, e in zip(out_features, extras)])
+            w = dataclasses.replace(w, row_scale=w.row_scale * mult)
+        return w
+    parts = []
+    for rec, extra in zip(recs, extras):
+        w = _ternary(mf, rec, allow_tl2 and extra is None, arena)
+        if extra is not None:
             w = dataclasses.replace(w, row_scale=w.row_scale * np.float32(extra))
         parts.append(w)
     if len(parts) == 1:
@@ -120,8 +136,9 @@ def _dense(mf: ModelFile, rec: TensorRecord, rows: int, cols: int) -> object:
     return K.prepare_dense(data, int(rec.ggml_type), (rows, cols))
 
 
-def load_weights(mf: ModelFile, cfg: ModelConfig) -> Weights:
-    """Read and prepare every tensor the forward pass needs."""
+def load_weights(mf: ModelFile, cfg: ModelConfig, arena: WeightArena | None = None) -> Weights:
+    """Read and prepare every tensor the forward pass needs; I2_S projections are copied into
+    `arena` when one is given (see `weight_arena`)."""
     H, F = cfg.n_embd, cfg.n_ff
     q_out, kv_out = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
     layers = []
@@ -130,19 +147,30 @@ def load_weights(mf: ModelFile, cfg: ModelConfig) -> Weights:
         layers.append(
             Layer(
                 attn_norm=_norm(mf, f"{b}.attn_norm.weight", H),
-                wqkv=_linear(mf, [f"{b}.attn_q", f"{b}.attn_k", f"{b}.attn_v"], [q_out, kv_out, kv_out], H),
-                wo=_linear(mf, [f"{b}.attn_output"], [H], q_out),
+                wqkv=_linear(mf, [f"{b}.attn_q", f"{b}.attn_k", f"{b}.attn_v"], [q_out, kv_out, kv_out], H, arena=arena),
+                wo=_linear(mf, [f"{b}.attn_output"], [H], q_out, arena=arena),
                 attn_sub_norm=_norm(mf, f"{b}.attn_sub_norm.weight", q_out, cfg.sub_norms),
                 ffn_norm=_norm(mf, f"{b}.ffn_norm.weight", H),
-                w_gate_up=_linear(mf, [f"{b}.ffn_gate", f"{b}.ffn_up"], [F, F], H),
-                w_down=_linear(mf, [f"{b}.ffn_down"], [H], F),
+                w_gate_up=_linear(mf, [f"{b}.ffn_gate", f"{b}.ffn_up"], [F, F], H, arena=arena),
+                w_down=_linear(mf, [f"{b}.ffn_down"], [H], F, arena=arena),
                 ffn_sub_norm=_norm(mf, f"{b}.ffn_sub_norm.weight", F, cfg.sub_norms),
             )
         )
+    if arena is not None:
+        arena.release_rest()
     embd = _dense(mf, _tensor(mf, "token_embd.weight"), cfg.n_vocab, H)
     out_rec = mf.tensors.get("output.weight")
     output = _dense(mf, out_rec, cfg.n_vocab, H) if out_rec is not None else embd
     return Weights(embd, layers, _norm(mf, "output_norm.weight", H), output)
+
+
+def weight_arena(mf: ModelFile) -> WeightArena | None:
+    """Memory for the I2_S projections' AVX2 layout, made resident in the background (call
+    `.populate()`), or None where the kernels keep another layout or there is nothing to copy."""
+    from bitnet_kernels import kernel_isa
+
+    sizes = [r.shape[0] * r.shape[1] // 4 for r in mf.tensors.values() if r.ggml_type == GGMLType.I2_S and len(r.shape) == 2]
+    return WeightArena(WeightArena.size_for(sizes)) if sizes and kernel_isa() == "avx2" else None
 
 
 def read_config(mf: ModelFile) -> ModelConfig:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .dense import DenseWeight, dense_linear, embed_rows, prepare_dense
 from .attention import rope_attend, rope_attend_ref
 from .activations import quantize_activations, relu2_glu_quantize, rms_norm, rms_norm_quantize
-from .linear import TernaryWeight, prepare_i2s, stack_ternary, ternary_linear
+from .linear import TernaryWeight, prepare_i2s, prepare_i2s_stacked, stack_ternary, ternary_linear
 from .reference import (
     i2s_nbytes,
     pack_i2s,
@@ -19,11 +19,12 @@ from .reference import (
     ternary_linear_ref,
     unpack_i2s,
 )
-from ._jit import user_cache_dir
+from ._jit import kernel_isa, user_cache_dir
 from .threads import get_num_threads, set_num_threads
 
 __all__ = [
     "user_cache_dir",
+    "kernel_isa",
     "rope_attend",
     "rope_attend_ref",
     "i2s_nbytes",
@@ -40,6 +41,7 @@ __all__ = [
     "relu2_glu_quantize",
     "TernaryWeight",
     "prepare_i2s",
+    "prepare_i2s_stacked",
     "stack_ternary",
     "ternary_linear",
     "DenseWeight",

@@ -40,17 +40,21 @@ def _interleave4(src, dst, groups, kb, forward):  # noqa: ANN001, ANN202
                         dst[f + k] = src[t + k]
 
 
-def interleave4(codes: np.ndarray, M: int, K: int, *, inverse: bool = False) -> np.ndarray:
+def interleave4(codes: np.ndarray, M: int, K: int, *, inverse: bool = False,
+                out: np.ndarray | None = None) -> np.ndarray:
     """The AVX2 runtime layout of M*K/4 canonical I2_S bytes (or back, with `inverse`).
 
     Rows go in groups of 4 whose 32-byte blocks lie side by side: row 4g + i, block b is at byte
     (4g * K/4) + 128 b + 32 i. The M % 4 last rows keep the file's order after the groups.
-    Returns a new uint8 array.
+    Returns `out` (uint8[M*K/4], 8-byte aligned; memory made resident ahead of time, say) or a
+    new array.
     """
     n = M * K // 4
     src = np.ascontiguousarray(codes[:n]).view()
     src.flags.writeable = False  # one Numba specialization for mapped and in-memory bytes alike
-    dst = np.empty(n, np.uint8)
+    dst = np.empty(n, np.uint8) if out is None else out
+    if dst.shape != (n,) or dst.dtype != np.uint8 or not dst.flags.c_contiguous or dst.ctypes.data % 8:
+        raise ValueError(f"interleave4: out must be an 8-byte aligned uint8[{n}]")
     m4 = M // 4 * 4
     if m4:
         _interleave4(src.view(np.uint64)[: m4 * K // 32], dst.view(np.uint64), m4 // 4, K // 4, not inverse)

@@ -20,7 +20,7 @@ from .reference import I2S_BLOCK, i2s_nbytes
 from .threads import get_num_threads, run_threaded
 from .tune import SEEN_SHAPES, ensure_loaded
 
-__all__ = ["TernaryWeight", "prepare_i2s", "ternary_linear", "stack_ternary"]
+__all__ = ["TernaryWeight", "prepare_i2s", "prepare_i2s_stacked", "ternary_linear", "stack_ternary"]
 
 
 @dataclass(eq=False)
@@ -60,13 +60,16 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return v
 
 
-def prepare_i2s(raw: np.ndarray, M: int, K: int, *, isa: str | None = None) -> TernaryWeight:
+def prepare_i2s(raw: np.ndarray, M: int, K: int, *, isa: str | None = None,
+                out: np.ndarray | None = None) -> TernaryWeight:
     """Wrap canonical I2_S bytes (`M*K/4 + 32`, scale in the tail) for the kernels.
 
     Args:
         raw: the tensor's bytes, e.g. a memory-mapped `TensorRecord.data`.
         M, K: weight shape (rows, columns); K must be a multiple of 128.
         isa: force "avx2" or "portable" (default: the best this CPU runs).
+        out: AVX2 only: an 8-byte aligned uint8[M*K/4] to hold the runtime layout (e.g. memory
+            made resident ahead of time); by default a new array.
     """
     if K % I2S_BLOCK or M <= 0:
         raise ValueError(f"I2_S needs K to be a multiple of {I2S_BLOCK}, got {M}x{K}")
@@ -80,7 +83,7 @@ def prepare_i2s(raw: np.ndarray, M: int, K: int, *, isa: str | None = None) -> T
         raise ValueError("prepare_i2s: this CPU has no AVX2; use isa='portable'")
     ensure_loaded()
     if isa == "avx2":
-        data = _readonly(interleave4(raw, M, K))
+        data = _readonly(interleave4(raw, M, K, out=out))
     else:
         from .i2s_portable import repack_w16
 
@@ -88,6 +91,27 @@ def prepare_i2s(raw: np.ndarray, M: int, K: int, *, isa: str | None = None) -> T
     row_scale = _readonly(np.full(M, scale, np.float32))
     SEEN_SHAPES[("i2_s", M, K)] = None
     return TernaryWeight(M, K, scale, row_scale, data, isa, parts=(M,))
+
+
+def prepare_i2s_stacked(raws: list[np.ndarray], Ms: list[int], K: int, *, isa: str | None = None,
+                        out: np.ndarray | None = None) -> TernaryWeight:
+    """`stack_ternary([prepare_i2s(raw, M, K) for raw, M in zip(raws, Ms)])`, copying the bytes
+    once: on AVX2 each part goes straight to its place in the stacked layout (`out`, an 8-byte
+    aligned uint8[sum(Ms)*K/4], or a new array). Parts that would split a 4-row group, and the
+    portable layout, take the two-copy way."""
+    isa = isa or kernel_isa()
+    if isa != "avx2" or any(M % 4 for M in Ms[:-1]):
+        return stack_ternary([prepare_i2s(r, M, K, isa=isa) for r, M in zip(raws, Ms)])
+    buf = np.empty(sum(Ms) * K // 4, np.uint8) if out is None else out
+    parts, at = [], 0
+    for r, M in zip(raws, Ms):
+        parts.append(prepare_i2s(r, M, K, isa=isa, out=buf[at : at + M * K // 4]))
+        at += M * K // 4
+    if at != buf.size:
+        raise ValueError(f"prepare_i2s_stacked: out must be a uint8[{at}]")
+    SEEN_SHAPES[("i2_s", sum(Ms), K)] = None
+    row_scale = np.concatenate([w.row_scale for w in parts])
+    return TernaryWeight(sum(Ms), K, parts[0].scale, _readonly(row_scale), _readonly(buf), isa, parts=tuple(Ms))
 
 
 def stack_ternary(weights: list[TernaryWeight]) -> TernaryWeight:

@@ -6,10 +6,8 @@ one numpy view per element, which matters for 128k-token vocabularies.
 """
 from __future__ import annotations
 
-import ctypes
 import mmap
 import struct
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from gguf.constants import GGUF_MAGIC, GGUFValueType
 from gguf.gguf_reader import GGUFReader, ReaderField
 
 from bitnet_cli.errors import ModelFormatError, UnsupportedModelError
+from bitnet_cli.residency import POPULATE_READ, populate_in_background
 from bitnet_cli.modelfile.types import FileType, GGMLType, tensor_nbytes
 
 __all__ = ["TensorRecord", "ModelFile", "open_model_file", "BITNET_ARCHS"]
@@ -250,34 +249,14 @@ class ModelFile:
             mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def populate(self, names: list[str]) -> threading.Thread | None:
-        """Map the named tensors' pages into this process from a background thread.
-
-        Reading a fresh mapping faults once per few pages: a quarter of a second for the 2B-4T
-        shape, paid by whatever reads the weights first. `MADV_POPULATE_READ` (Linux 5.14+)
-        maps them in bulk, with the GIL released, while the caller goes on importing and
-        preparing. Elsewhere nothing happens. Returns the thread (or None).
-        """
-        advice = getattr(mmap, "MADV_POPULATE_READ", 22 if sys.platform == "linux" else None)
-        if advice is None or self._mmap is None:
+        """Map the named tensors' pages into this process from a background thread
+        (`MADV_POPULATE_READ`, see `bitnet_cli.residency`), while the caller goes on importing
+        and preparing. Returns the thread (or None where the advice does not exist)."""
+        if self._mmap is None:
             return None
-        try:
-            madvise = ctypes.CDLL(None, use_errno=True).madvise
-        except (OSError, AttributeError):
-            return None
-        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        page = mmap.PAGESIZE
-        spans = sorted((r.offset, r.offset + r.nbytes) for n in names if (r := self.tensors.get(n)) is not None)
-        mapping = self._mmap
-
-        def work() -> None:  # holds `mapping`, so the map stays open while it works
-            for start, end in spans:
-                lo = start // page * page
-                if madvise(mapping.ctypes.data + lo, end - lo, advice) != 0:
-                    return  # an older kernel (EINVAL): the first pass faults pages in as before
-
-        thread = threading.Thread(target=work, name="bitnet-populate", daemon=True)
-        thread.start()
-        return thread
+        base = self._mmap.ctypes.data
+        spans = sorted((base + r.offset, r.nbytes) for n in names if (r := self.tensors.get(n)) is not None)
+        return populate_in_background(spans, POPULATE_READ, self._mmap)
 
     def close(self) -> None:
         """Drop the memory map (views handed out earlier keep it alive until they go)."""
