@@ -5,7 +5,9 @@
     python benchmarks/kernels.py -t 1 -n 1 --kernels i2s
 
 One token (N=1) streams its weights from DRAM: every pass calls each of enough weight copies to
-exceed the L3 (--rotate-mib), and the per-call time is the pass time over the copy count. N=128
+exceed the L3 (--rotate-mib), and the per-call time is the pass time over the copy count. The
+copies lie back to back in one allocation, as the loader lays out a model's weights in the order
+the forward pass reads them (`tune.back_to_back`). N=128
 (prefill) is compute-bound and reuses one weight. The DRAM read bandwidth is measured in the same
 run, with the same thread count, over a buffer far larger than the L3: one streaming pass right
 before every kernel pass, so both see the same load; "%BW" is the kernel's median GB/s over the
@@ -26,6 +28,7 @@ import bitnet_kernels as bk
 from bitnet_kernels import params as P
 from bitnet_kernels._jit import host_cpu_name, kernel_isa
 from bitnet_kernels.membw import stream_read_gbs, stream_read_once
+from bitnet_kernels.tune import back_to_back
 
 SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]
 Runner = Callable[[int], None]
@@ -34,7 +37,10 @@ Runner = Callable[[int], None]
 def _i2s(isa: str, direct: bool = False) -> Callable[[np.ndarray, int, int, np.ndarray, np.ndarray, int], tuple[Runner, int]]:
     def build(t: np.ndarray, M: int, K: int, q: np.ndarray, s: np.ndarray, copies: int) -> tuple[Runner, int]:
         raw = bk.pack_i2s(t, 0.5)
-        ws = [bk.prepare_i2s(raw.copy(), M, K, isa=isa) for _ in range(copies)]
+        if isa == "avx2":
+            ws = [bk.prepare_i2s(raw, M, K, isa=isa, out=o) for o in back_to_back(M * K // 4, copies)]
+        else:  # the portable layout is built in its own arrays
+            ws = [bk.prepare_i2s(raw.copy(), M, K, isa=isa) for _ in range(copies)]
         out = np.empty((q.shape[0], M), np.float32)
         if direct:  # the same kernel and parameters, without ternary_linear's Python around it
             calls = [bk.linear.kernel_call(w, q.shape[0]) for w in ws]
@@ -51,7 +57,10 @@ def _tl(kind: str, shared_tables: bool = False) -> Callable[..., tuple[Runner, i
         mod = __import__(f"bitnet_kernels.{kind}", fromlist=["x"])
         c = tl_common.choose_tile_config(kind, M, K)
         raw = getattr(mod, f"pack_{kind}")(t, 0.5, c.BM, c.BK, c.bm)
-        ws = [getattr(mod, f"prepare_{kind}")(raw.copy(), M, K, c.BM, c.BK, c.bm) for _ in range(copies)]
+        views = back_to_back(raw.nbytes, copies)
+        for v in views:
+            v[:] = raw
+        ws = [getattr(mod, f"prepare_{kind}")(v, M, K, c.BM, c.BK, c.bm) for v in views]
         fn = getattr(mod, f"{kind}_linear")
         if shared_tables:  # built once per token and shared, as Q/K/V (or gate/up) do in the model
             tables = mod.tl2_tables(q, K, c.BK)

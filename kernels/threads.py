@@ -98,6 +98,9 @@ class Adaptive:
 
     def run(self, key: Hashable, parallel_call: Callable[..., None], serial_call: Callable[..., None], *args: Any) -> None:
         """Run whichever variant is currently faster for `key` (with `args`), and time it."""
+        if not self.enabled:  # always parallel: nothing to time
+            parallel_call(*args)
+            return
         par = self.use_parallel(key)
         t0 = time.perf_counter()
         (parallel_call if par else serial_call)(*args)
