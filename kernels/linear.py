@@ -98,7 +98,7 @@ def prepare_i2s_stacked(raws: list[np.ndarray], Ms: list[int], K: int, *, isa: s
     """`stack_ternary([prepare_i2s(raw, M, K) for raw, M in zip(raws, Ms)])`, copying the bytes
     once: on AVX2 each part goes straight to its place in the stacked layout (`out`, an 8-byte
     aligned uint8[sum(Ms)*K/4], or a new array). Parts that would split a 4-row group, and the
-    portable layout, take the two-copy way."""
+    portable layout, take the two-copy way and leave `out` unused."""
     isa = isa or kernel_isa()
     if isa != "avx2" or any(M % 4 for M in Ms[:-1]):
         return stack_ternary([prepare_i2s(r, M, K, isa=isa) for r, M in zip(raws, Ms)])
