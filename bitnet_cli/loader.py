@@ -57,22 +57,10 @@ def ternary_codes(mf: ModelFile, rec: TensorRecord) -> tuple[np.ndarray, np.floa
     )
 
 
-def _ternary(mf: ModelFile, rec: TensorRecord, allow_tl2: bool = True, arena: WeightArena | None = None) -> object:
-    """Prepare a projection for the ternary kernels, whatever its stored type."""
-    M, Kdim = rec.shape
-    if rec.ggml_type == GGMLType.TL2 and allow_tl2:
-        from bitnet_kernels.tl_common import prepare_tl, resolve_isa
+def _tl2_kernels() -> bool:
+    from bitnet_kernels.tl_common import resolve_isa
 
-        if resolve_isa(None) == "avx2":
-            # TL2 reads 1.67 bits per weight: where DRAM is the limit (all cores decoding) its
-            # LUT kernel matches or beats I2_S (docs/formats-tl.md); the file asked for it.
-            return prepare_tl(rec.data, int(rec.ggml_type), M, Kdim)
-    if rec.ggml_type == GGMLType.I2_S:
-        w = K.prepare_i2s(rec.data, M, Kdim, out=arena.take(M * Kdim // 4) if arena else None)
-    else:
-        w = K.prepare_i2s(K.pack_i2s(*ternary_codes(mf, rec)), M, Kdim)
-    mf.release(rec.name)  # copied into the kernels' layout: the mapped original need not stay resident
-    return w
+    return resolve_isa(None) == "avx2"
 
 
 def _linear(mf: ModelFile, names: list[str], out_features: list[int], in_features: int,
@@ -87,32 +75,29 @@ def _linear(mf: ModelFile, names: list[str], out_features: list[int], in_feature
     # the `bitnet` arch's optional per-matrix output multipliers
     extras = [float_array(mf, r).reshape(-1)[0] if (r := mf.tensors.get(f"{n}.scale")) is not None else None
               for n in names]
-    if len(recs) > 1 and all(r.ggml_type == GGMLType.I2_S for r in recs):
-        # copied once, each part straight to its place in the stacked layout
-        size = sum(out_features) * in_features // 4
-        w = K.prepare_i2s_stacked([r.data for r in recs], out_features, in_features,
-                                  out=arena.take(size) if arena else None)
-        for r in recs:
-            mf.release(r.name)
-        if any(e is not None for e in extras):
-            mult = np.concatenate([np.full(m, 1.0 if e is None else e, np.float32) for m, e in zip(out_features, extras)])
-            w = dataclasses.replace(w, row_scale=w.row_scale * mult)
-        return w
-    parts = []
-    for rec, extra in zip(recs, extras):
-        w = _ternary(mf, rec, allow_tl2 and extra is None, arena)
-        if extra is not None:
-            w = dataclasses.replace(w, row_scale=w.row_scale * np.float32(extra))
-        parts.append(w)
-    if len(parts) == 1:
-        return parts[0]
-    try:
-        stacked = K.stack_ternary(parts)
-    except ValueError:  # TL2 parts tiled differently cannot share a call: run them as I2_S
-        return _linear(mf, names, out_features, in_features, allow_tl2=False)
-    for name in names:  # stacking copied the rows: the mapped originals need not stay resident
-        mf.release(f"{name}.weight")
-    return stacked
+    if (allow_tl2 and all(r.ggml_type == GGMLType.TL2 for r in recs) and all(e is None for e in extras)
+            and _tl2_kernels()):
+        # TL2 reads 1.67 bits per weight: where DRAM is the limit (all cores decoding) its LUT
+        # kernel matches or beats I2_S (docs/formats-tl.md); the file asked for it. Read in place.
+        from bitnet_kernels.tl_common import prepare_tl
+
+        parts = [prepare_tl(r.data, int(r.ggml_type), r.shape[0], in_features) for r in recs]
+        try:
+            return parts[0] if len(parts) == 1 else K.stack_ternary(parts)
+        except ValueError:  # TL2 parts tiled differently cannot share a call: run them as I2_S
+            return _linear(mf, names, out_features, in_features, allow_tl2=False, arena=arena)
+    # Everything else runs as I2_S, copied once into the kernels' layout (into `arena`, which is
+    # sized for the file's I2_S tensors); the mapped originals need not stay resident.
+    in_place = all(r.ggml_type == GGMLType.I2_S for r in recs)
+    raws = [r.data if r.ggml_type == GGMLType.I2_S else K.pack_i2s(*ternary_codes(mf, r)) for r in recs]
+    out = arena.take(sum(out_features) * in_features // 4) if arena is not None and in_place else None
+    w = K.prepare_i2s_stacked(raws, out_features, in_features, out=out)
+    for r in recs:
+        mf.release(r.name)
+    if any(e is not None for e in extras):
+        mult = np.concatenate([np.full(m, 1.0 if e is None else e, np.float32) for m, e in zip(out_features, extras)])
+        w = dataclasses.replace(w, row_scale=w.row_scale * mult)
+    return w
 
 
 def _norm(mf: ModelFile, name: str, size: int, required: bool = True) -> np.ndarray | None:

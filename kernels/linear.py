@@ -71,6 +71,13 @@ def prepare_i2s(raw: np.ndarray, M: int, K: int, *, isa: str | None = None,
         out: AVX2 only: an 8-byte aligned uint8[M*K/4] to hold the runtime layout (e.g. memory
             made resident ahead of time); by default a new array.
     """
+    SEEN_SHAPES[("i2_s", M, K)] = None
+    return _prepare(raw, M, K, isa, out)
+
+
+def _prepare(raw: np.ndarray, M: int, K: int, isa: str | None, out: np.ndarray | None) -> TernaryWeight:
+    """`prepare_i2s` without recording the shape for tuning (a part of a stacked weight is never
+    run alone)."""
     if K % I2S_BLOCK or M <= 0:
         raise ValueError(f"I2_S needs K to be a multiple of {I2S_BLOCK}, got {M}x{K}")
     raw = np.asarray(raw).reshape(-1).view(np.uint8)
@@ -89,7 +96,6 @@ def prepare_i2s(raw: np.ndarray, M: int, K: int, *, isa: str | None = None,
 
         data = _readonly(repack_w16(raw, M, K))
     row_scale = _readonly(np.full(M, scale, np.float32))
-    SEEN_SHAPES[("i2_s", M, K)] = None
     return TernaryWeight(M, K, scale, row_scale, data, isa, parts=(M,))
 
 
@@ -98,17 +104,19 @@ def prepare_i2s_stacked(raws: list[np.ndarray], Ms: list[int], K: int, *, isa: s
     """`stack_ternary([prepare_i2s(raw, M, K) for raw, M in zip(raws, Ms)])`, copying the bytes
     once: on AVX2 each part goes straight to its place in the stacked layout (`out`, an 8-byte
     aligned uint8[sum(Ms)*K/4], or a new array). Parts that would split a 4-row group, and the
-    portable layout, take the two-copy way and leave `out` unused."""
+    portable layout, take the two-copy way and leave `out` unused. Only the stacked shape is
+    recorded for tuning."""
     isa = isa or kernel_isa()
     if isa != "avx2" or any(M % 4 for M in Ms[:-1]):
-        return stack_ternary([prepare_i2s(r, M, K, isa=isa) for r, M in zip(raws, Ms)])
-    buf = np.empty(sum(Ms) * K // 4, np.uint8) if out is None else out
+        return stack_ternary([_prepare(r, M, K, isa, None) for r, M in zip(raws, Ms)])
+    n = sum(Ms) * K // 4
+    if out is not None and out.size != n:
+        raise ValueError(f"prepare_i2s_stacked: out must be a uint8[{n}]")
+    buf = np.empty(n, np.uint8) if out is None else out
     parts, at = [], 0
     for r, M in zip(raws, Ms):
-        parts.append(prepare_i2s(r, M, K, isa=isa, out=buf[at : at + M * K // 4]))
+        parts.append(_prepare(r, M, K, isa, buf[at : at + M * K // 4]))
         at += M * K // 4
-    if at != buf.size:
-        raise ValueError(f"prepare_i2s_stacked: out must be a uint8[{at}]")
     SEEN_SHAPES[("i2_s", sum(Ms), K)] = None
     row_scale = np.concatenate([w.row_scale for w in parts])
     return TernaryWeight(sum(Ms), K, parts[0].scale, _readonly(row_scale), _readonly(buf), isa, parts=tuple(Ms))

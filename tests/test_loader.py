@@ -70,6 +70,19 @@ def test_prepare_i2s_stacked_is_stack_ternary_with_one_copy() -> None:
         assert np.array_equal(a.data, b.data) and np.array_equal(a.row_scale, b.row_scale) and a.parts == b.parts
 
 
+def test_only_the_stacked_shape_is_recorded_for_tuning() -> None:
+    """`bitnet setup` tunes the shapes the loader prepared: a part of a stacked weight is never
+    run alone, so tuning it would be wasted time."""
+    from bitnet_kernels.tune import SEEN_SHAPES
+
+    rng = np.random.default_rng(4)
+    rows, K_ = [12, 20, 20], 384
+    raws = [K.pack_i2s(rng.integers(-1, 2, size=(M, K_), dtype=np.int8), 1.0) for M in rows]
+    SEEN_SHAPES.clear()
+    K.prepare_i2s_stacked(raws, rows, K_)
+    assert list(SEEN_SHAPES) == [("i2_s", sum(rows), K_)]
+
+
 def test_weight_arena_hands_out_aligned_pieces_and_checks_its_size() -> None:
     arena = WeightArena(WeightArena.size_for([100, 64, 1]))
     pieces = [arena.take(100), arena.take(64), arena.take(1)]

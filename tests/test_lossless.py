@@ -226,15 +226,18 @@ def _reverse_fields(b: np.ndarray) -> np.ndarray:
 
 def break_i2s_field_order(monkeypatch) -> dict:
     calls = {"n": 0}
-    orig = bitnet_kernels.prepare_i2s
+    orig = bitnet_kernels.prepare_i2s_stacked  # the loader prepares every I2_S linear with it
 
-    def broken(raw, M, K, **kw):
+    def broken(raws, Ms, K, **kw):
         calls["n"] += 1
-        raw = np.array(raw, dtype=np.uint8).reshape(-1)
-        raw[: M * K // 4] = _reverse_fields(raw[: M * K // 4])  # the scale tail stays intact
-        return orig(raw, M, K, **kw)
+        bad = []
+        for raw, M in zip(raws, Ms):
+            raw = np.array(raw, dtype=np.uint8).reshape(-1)
+            raw[: M * K // 4] = _reverse_fields(raw[: M * K // 4])  # the scale tail stays intact
+            bad.append(raw)
+        return orig(bad, Ms, K, **kw)
 
-    _patch_everywhere(monkeypatch, bitnet_kernels, "prepare_i2s", broken)
+    _patch_everywhere(monkeypatch, bitnet_kernels, "prepare_i2s_stacked", broken)
     return calls
 
 
